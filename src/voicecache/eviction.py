@@ -1,0 +1,567 @@
+"""Byte-weighted eviction policies for the in-memory cache tier.
+
+A policy only does bookkeeping: it tracks which keys are resident and how many bytes
+each one takes, decides what to evict and whether to admit a new key. It never stores
+values. The memory tier (and ``benchmarks/simulate.py``) owns the values and follows
+the policy's decisions::
+
+    if policy.access(key):              # every lookup; True on a hit
+        return values[key]
+    value = fetch_from_lower_tier()
+    admitted, evicted = policy.admit(key, len(value))
+    for victim in evicted:
+        del values[victim]
+    if admitted:
+        values[key] = value
+
+Two policies share the :class:`EvictionPolicy` interface:
+
+* :class:`LRUPolicy`: plain least-recently-used, bounded by bytes.
+* :class:`WTinyLFUPolicy`: Caffeine's Window-TinyLFU, bounded by bytes. A small LRU
+  window absorbs bursts of new keys; a frequency sketch then decides whether a key
+  leaving the window is worth more than the keys it would push out of the main region.
+  It resists scans of one-off texts that would flush an LRU cache.
+
+All policies are synchronous and not thread-safe: the caller serialises access (the
+memory tier runs them on the event loop thread).
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Literal
+
+__all__ = [
+    "EvictionPolicy",
+    "FrequencySketch",
+    "LRUPolicy",
+    "PolicyName",
+    "WTinyLFUPolicy",
+    "make_policy",
+]
+
+PolicyName = Literal["lru", "tinylfu"]
+
+
+class EvictionPolicy(ABC):
+    """Interface of a byte-weighted eviction policy.
+
+    Frequency-aware policies count a request once: either as a hit in :meth:`access`
+    or as a miss in :meth:`admit`. A lookup that misses must therefore be followed by
+    ``admit`` (not by a second ``access``) for the key's popularity to be recorded.
+
+    Pinned keys count toward :attr:`used_bytes` but are never chosen as victims. When
+    the unpinned bytes cannot make room for a key, ``admit`` refuses it instead of
+    evicting a pinned key.
+    """
+
+    capacity_bytes: int
+
+    @property
+    @abstractmethod
+    def used_bytes(self) -> int:
+        """Sum of the sizes of all resident keys (pinned ones included)."""
+
+    @abstractmethod
+    def access(self, key: str) -> bool:
+        """Record a hit on ``key``; return whether it is resident.
+
+        A miss records nothing: the following :meth:`admit` counts the request.
+        """
+
+    @abstractmethod
+    def admit(self, key: str, size: int) -> tuple[bool, list[str]]:
+        """Insert ``key`` (or update its size) and return ``(admitted, evicted_keys)``.
+
+        ``evicted_keys`` never contains ``key`` itself and always lists keys the caller
+        must drop, whether or not ``key`` was admitted. When ``admitted`` is False the
+        caller must not store the value. A key larger than the capacity (minus the
+        pinned bytes) is never admitted. A refused update leaves the previous entry and
+        its size in place, so the caller keeps its old value.
+        """
+
+    @abstractmethod
+    def remove(self, key: str) -> None:
+        """Forget ``key`` (the caller deleted it: purge, expiry). Unknown keys are ignored."""
+
+    @abstractmethod
+    def pin(self, key: str, pinned: bool) -> None:
+        """Pin or unpin a resident key. Ignored for keys that are not resident."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def __contains__(self, key: object) -> bool: ...
+
+
+def _check_size(size: int) -> None:
+    if size < 0:
+        raise ValueError(f"size must be >= 0, got {size}")
+
+
+class LRUPolicy(EvictionPolicy):
+    """Least-recently-used eviction bounded by the total size of resident keys."""
+
+    def __init__(self, capacity_bytes: int) -> None:
+        if capacity_bytes <= 0:
+            raise ValueError(f"capacity_bytes must be > 0, got {capacity_bytes}")
+        self.capacity_bytes = capacity_bytes
+        # Oldest first: popitem(last=False) yields the least recently used key.
+        self._entries: OrderedDict[str, int] = OrderedDict()
+        self._used = 0
+        self._pinned: set[str] = set()
+        self._pinned_bytes = 0
+
+    @property
+    def used_bytes(self) -> int:
+        return self._used
+
+    def access(self, key: str) -> bool:
+        try:
+            self._entries.move_to_end(key)
+        except KeyError:
+            return False
+        return True
+
+    def admit(self, key: str, size: int) -> tuple[bool, list[str]]:
+        _check_size(size)
+        entries = self._entries
+        old = entries.get(key)
+        if old is None:
+            if size > self.capacity_bytes - self._pinned_bytes:
+                return False, []
+            entries[key] = size
+            self._used += size
+        else:
+            pinned = key in self._pinned
+            other_pinned = self._pinned_bytes - (old if pinned else 0)
+            if size > self.capacity_bytes - other_pinned:
+                return False, []
+            entries[key] = size
+            entries.move_to_end(key)
+            self._used += size - old
+            if pinned:
+                self._pinned_bytes += size - old
+        return True, self._evict_overflow(keep=key)
+
+    def _evict_overflow(self, keep: str) -> list[str]:
+        evicted: list[str] = []
+        entries = self._entries
+        if self._used <= self.capacity_bytes:
+            return evicted
+        if not self._pinned:
+            # Fast path. `keep` is the most recent entry and fits on its own (checked by
+            # the caller), so it is never reached.
+            while self._used > self.capacity_bytes:
+                victim, size = entries.popitem(last=False)
+                self._used -= size
+                evicted.append(victim)
+            return evicted
+        excess = self._used - self.capacity_bytes
+        for victim, size in entries.items():
+            if victim == keep or victim in self._pinned:
+                continue
+            evicted.append(victim)
+            excess -= size
+            if excess <= 0:
+                break
+        for victim in evicted:
+            self._used -= entries.pop(victim)
+        return evicted
+
+    def remove(self, key: str) -> None:
+        size = self._entries.pop(key, None)
+        if size is None:
+            return
+        self._used -= size
+        if key in self._pinned:
+            self._pinned.discard(key)
+            self._pinned_bytes -= size
+
+    def pin(self, key: str, pinned: bool) -> None:
+        size = self._entries.get(key)
+        if size is None or (key in self._pinned) == pinned:
+            return
+        if pinned:
+            self._pinned.add(key)
+            self._pinned_bytes += size
+        else:
+            self._pinned.discard(key)
+            self._pinned_bytes -= size
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __repr__(self) -> str:
+        return (
+            f"LRUPolicy(capacity_bytes={self.capacity_bytes}, used_bytes={self._used}, "
+            f"entries={len(self._entries)})"
+        )
+
+
+_MASK64 = (1 << 64) - 1
+# Counters are 4-bit in spirit (saturate at 15) but stored one per byte: a bytearray
+# indexed directly is faster in Python than unpacking nibbles, and memory is small
+# (4 rows x width bytes).
+_COUNTER_MAX = 15
+_HALVE = bytes(i >> 1 for i in range(256))
+_DEPTH = 4
+
+
+class FrequencySketch:
+    """Count-min sketch of saturating 4-bit counters with periodic aging.
+
+    Estimates how often each key was seen recently. After ``sample_size`` increments
+    every counter is halved, so popularity decays and yesterday's hits do not protect
+    a key forever (TinyLFU's "reset"). Indices come from Python's ``hash(str)``: fast
+    (cached on the str object) and deterministic within a process, but salted per
+    process, so estimates may differ slightly between runs.
+    """
+
+    def __init__(self, width: int, *, sample_factor: int = 10) -> None:
+        if width <= 0:
+            raise ValueError(f"width must be > 0, got {width}")
+        self.width = 1 << (width - 1).bit_length()
+        self._mask = self.width - 1
+        self._table = bytearray(_DEPTH * self.width)
+        self.sample_size = sample_factor * self.width
+        self._additions = 0
+        self.resets = 0
+
+    def _indexes(self, key: str) -> tuple[int, int, int, int]:
+        h = hash(key) & _MASK64
+        # splitmix64 finaliser gives a second, independent 64-bit hash without hashing
+        # the string again; each row takes 32 bits from one of the two hashes.
+        g = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        g = ((g ^ (g >> 27)) * 0x94D049BB133111EB) & _MASK64
+        g ^= g >> 31
+        m = self._mask
+        w = self.width
+        return (h & m, w + ((h >> 32) & m), 2 * w + (g & m), 3 * w + ((g >> 32) & m))
+
+    def frequency(self, key: str) -> int:
+        """Estimated recent count of ``key`` (0..15)."""
+        t = self._table
+        a, b, c, d = self._indexes(key)
+        return min(t[a], t[b], t[c], t[d])
+
+    def increment(self, key: str) -> None:
+        """Count one occurrence of ``key``; may trigger aging."""
+        t = self._table
+        a, b, c, d = self._indexes(key)
+        low = min(t[a], t[b], t[c], t[d])
+        if low >= _COUNTER_MAX:
+            return
+        # Conservative update: only the counters at the current minimum grow. The
+        # estimate is the same min, but collisions inflate other keys far less.
+        if t[a] == low:
+            t[a] = low + 1
+        if t[b] == low:
+            t[b] = low + 1
+        if t[c] == low:
+            t[c] = low + 1
+        if t[d] == low:
+            t[d] = low + 1
+        self._additions += 1
+        if self._additions >= self.sample_size:
+            self.reset()
+
+    def reset(self) -> None:
+        """Halve every counter (aging). ``bytearray.translate`` does it in C."""
+        self._table = self._table.translate(_HALVE)
+        self._additions //= 2
+        self.resets += 1
+
+
+class _Region:
+    """One LRU-ordered segment of the W-TinyLFU cache (oldest entry first)."""
+
+    __slots__ = ("bytes", "entries", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.entries: OrderedDict[str, int] = OrderedDict()
+        self.bytes = 0
+
+
+class WTinyLFUPolicy(EvictionPolicy):
+    """Window-TinyLFU (Caffeine's design), bounded by bytes.
+
+    Layout: an LRU *window* (``window_fraction`` of the bytes, 1 % by default) where
+    every new key lands, and a *main* region organised as segmented LRU: *probation*
+    (keys seen once in main) and *protected* (keys hit again while in probation,
+    ``protected_fraction`` of main). Keys pushed out of the window become candidates
+    for main; when the cache is over capacity, a candidate competes with the probation
+    victims (then protected ones) it would displace, and the frequency sketch decides.
+
+    Size-aware admission: sizes vary 20 KB–2 MB, so a candidate may need several
+    victims' bytes. It is admitted only if its estimated frequency is strictly greater
+    than that of *every* victim it would displace (``freq > max(victim freqs)``). That
+    never trades a more popular key for a less popular one, so the object hit ratio
+    cannot drop, while a big candidate with many small, cold victims still gets in
+    (which is what byte hit ratio, i.e. saved synthesis time, wants). A sum-of-victim
+    frequencies rule would starve large items; a pairwise rule (Caffeine's weighted
+    mode) lets one warm large key evict dozens of slightly colder small ones.
+
+    Like Caffeine, a warm candidate (frequency > 5) that loses is still admitted with
+    probability 1/128, so an attacker cannot pin victims by inflating colliding
+    counters (hash flooding).
+
+    The window size is fixed (Caffeine adapts it by hill climbing): on strongly
+    recency-biased traffic this policy can fall below LRU.
+    """
+
+    def __init__(
+        self,
+        capacity_bytes: int,
+        *,
+        window_fraction: float = 0.01,
+        protected_fraction: float = 0.80,
+        average_entry_bytes: int = 50_000,
+        min_sketch_width: int = 1024,
+        seed: int = 0,
+    ) -> None:
+        if capacity_bytes <= 0:
+            raise ValueError(f"capacity_bytes must be > 0, got {capacity_bytes}")
+        if not 0.0 < window_fraction < 1.0 or not 0.0 < protected_fraction < 1.0:
+            raise ValueError("window_fraction and protected_fraction must be in (0, 1)")
+        self.capacity_bytes = capacity_bytes
+        self._window_max = max(1, int(capacity_bytes * window_fraction))
+        self._protected_max = int((capacity_bytes - self._window_max) * protected_fraction)
+        self._window = _Region("window")
+        self._probation = _Region("probation")
+        self._protected = _Region("protected")
+        self._where: dict[str, _Region] = {}
+        self._pinned: set[str] = set()
+        self._pinned_bytes = 0
+        # The sketch is sized from an estimated entry count; it grows (like Caffeine's
+        # weighted caches) if more entries than counters per row are ever resident.
+        self._sketch = FrequencySketch(max(min_sketch_width, capacity_bytes // average_entry_bytes))
+        # Only used for the hash-flooding escape hatch; seeded so runs are repeatable.
+        self._rng = random.Random(seed)
+
+    # -- introspection -------------------------------------------------------------
+
+    @property
+    def used_bytes(self) -> int:
+        return self._window.bytes + self._probation.bytes + self._protected.bytes
+
+    @property
+    def sketch(self) -> FrequencySketch:
+        """The frequency sketch (exposed for tests and diagnostics)."""
+        return self._sketch
+
+    def frequency(self, key: str) -> int:
+        """Estimated recent request count of ``key``, resident or not."""
+        return self._sketch.frequency(key)
+
+    def region_of(self, key: str) -> str | None:
+        """``"window"``, ``"probation"``, ``"protected"`` or None if not resident."""
+        region = self._where.get(key)
+        return None if region is None else region.name
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._where
+
+    def __repr__(self) -> str:
+        return (
+            f"WTinyLFUPolicy(capacity_bytes={self.capacity_bytes}, "
+            f"used_bytes={self.used_bytes}, entries={len(self._where)}, "
+            f"window={self._window.bytes}, probation={self._probation.bytes}, "
+            f"protected={self._protected.bytes})"
+        )
+
+    # -- operations ----------------------------------------------------------------
+
+    def access(self, key: str) -> bool:
+        region = self._where.get(key)
+        if region is None:
+            return False
+        self._sketch.increment(key)
+        if region is self._probation:
+            self._promote(key)
+        else:
+            region.entries.move_to_end(key)
+        return True
+
+    def _promote(self, key: str) -> None:
+        """Move a probation hit to protected, demoting protected's LRU if it overflows."""
+        probation, protected = self._probation, self._protected
+        size = probation.entries.pop(key)
+        probation.bytes -= size
+        protected.entries[key] = size
+        protected.bytes += size
+        self._where[key] = protected
+        while protected.bytes > self._protected_max:
+            demoted, dsize = protected.entries.popitem(last=False)
+            protected.bytes -= dsize
+            probation.entries[demoted] = dsize
+            probation.bytes += dsize
+            self._where[demoted] = probation
+
+    def admit(self, key: str, size: int) -> tuple[bool, list[str]]:
+        _check_size(size)
+        self._sketch.increment(key)
+        region = self._where.get(key)
+        if region is not None:
+            return self._update(key, region, size)
+        if size > self.capacity_bytes - self._pinned_bytes:
+            return False, []
+        window = self._window
+        window.entries[key] = size
+        window.bytes += size
+        self._where[key] = window
+        if len(self._where) > self._sketch.width:
+            self._grow_sketch()
+        evicted = self._maintain(key, compete=True)
+        return key in self._where, evicted
+
+    def _update(self, key: str, region: _Region, size: int) -> tuple[bool, list[str]]:
+        old = region.entries[key]
+        pinned = key in self._pinned
+        other_pinned = self._pinned_bytes - (old if pinned else 0)
+        if size > self.capacity_bytes - other_pinned:
+            return False, []
+        region.entries[key] = size
+        region.entries.move_to_end(key)
+        region.bytes += size - old
+        if pinned:
+            self._pinned_bytes += size - old
+        # The caller is replacing a value it already holds: the key itself never has
+        # to compete for its place again.
+        return True, self._maintain(key, compete=False)
+
+    def _grow_sketch(self) -> None:
+        # Resizing loses counts (as in Caffeine); it happens O(log n) times at most.
+        self._sketch = FrequencySketch(self._sketch.width * 2)
+
+    def _maintain(self, incoming: str, *, compete: bool) -> list[str]:
+        """Drain window overflow into probation, then evict until within capacity.
+
+        ``incoming`` is the key being admitted: it is never reported as evicted and is
+        not a fallback victim; with ``compete`` False it is not a candidate either.
+        """
+        evicted: list[str] = []
+        window, probation = self._window, self._probation
+        candidates: list[str] = []
+        while window.bytes > self._window_max and window.entries:
+            key, size = window.entries.popitem(last=False)
+            window.bytes -= size
+            probation.entries[key] = size
+            probation.bytes += size
+            self._where[key] = probation
+            # Pinned keys cannot lose, so they skip the contest.
+            if key not in self._pinned and (compete or key != incoming):
+                candidates.append(key)
+
+        if self.used_bytes > self.capacity_bytes and candidates:
+            self._run_admission(candidates, incoming, evicted)
+
+        excess = self.used_bytes - self.capacity_bytes
+        if excess > 0:
+            # Still over capacity (a resident key grew, or candidates found no victims
+            # and were kept because they are pinned): evict in LRU order, main first.
+            victims: list[str] = []
+            for key, size in self._eviction_order():
+                if key == incoming or key in self._pinned:
+                    continue
+                victims.append(key)
+                excess -= size
+                if excess <= 0:
+                    break
+            for key in victims:
+                self._drop(key)
+            evicted.extend(victims)
+        return evicted
+
+    def _run_admission(self, candidates: list[str], incoming: str, evicted: list[str]) -> None:
+        sketch = self._sketch
+        contenders = set(candidates)
+        contenders.add(incoming)
+        for cand in candidates:
+            excess = self.used_bytes - self.capacity_bytes
+            if excess <= 0:
+                return
+            cand_size = self._probation.entries[cand]
+            need = min(cand_size, excess)
+            cand_freq = sketch.frequency(cand)
+            victims: list[str] = []
+            freed = 0
+            max_victim_freq = -1
+            for key, size in self._main_victim_order():
+                if key in contenders or key in self._pinned:
+                    continue
+                freq = sketch.frequency(key)
+                if freq >= cand_freq and cand_freq <= 5:
+                    # Lost for sure (no hash-flooding escape below 6): stop early.
+                    max_victim_freq = freq
+                    break
+                if freq > max_victim_freq:
+                    max_victim_freq = freq
+                victims.append(key)
+                freed += size
+                if freed >= need:
+                    break
+            admit = freed >= need and (
+                cand_freq > max_victim_freq or (cand_freq > 5 and self._rng.random() < 1.0 / 128)
+            )
+            if admit:
+                for key in victims:
+                    self._drop(key)
+                evicted.extend(victims)
+            else:
+                self._drop(cand)
+                if cand != incoming:
+                    evicted.append(cand)
+
+    def _main_victim_order(self) -> Iterator[tuple[str, int]]:
+        yield from self._probation.entries.items()
+        yield from self._protected.entries.items()
+
+    def _eviction_order(self) -> Iterator[tuple[str, int]]:
+        yield from self._probation.entries.items()
+        yield from self._protected.entries.items()
+        yield from self._window.entries.items()
+
+    def _drop(self, key: str) -> None:
+        region = self._where.pop(key)
+        size = region.entries.pop(key)
+        region.bytes -= size
+        if key in self._pinned:
+            self._pinned.discard(key)
+            self._pinned_bytes -= size
+
+    def remove(self, key: str) -> None:
+        if key in self._where:
+            self._drop(key)
+
+    def pin(self, key: str, pinned: bool) -> None:
+        region = self._where.get(key)
+        if region is None or (key in self._pinned) == pinned:
+            return
+        size = region.entries[key]
+        if pinned:
+            self._pinned.add(key)
+            self._pinned_bytes += size
+        else:
+            self._pinned.discard(key)
+            self._pinned_bytes -= size
+
+
+def make_policy(name: PolicyName, capacity_bytes: int) -> EvictionPolicy:
+    """Build the policy called ``name`` (``"lru"`` or ``"tinylfu"``)."""
+    if name == "lru":
+        return LRUPolicy(capacity_bytes)
+    if name == "tinylfu":
+        return WTinyLFUPolicy(capacity_bytes)
+    raise ValueError(f"unknown eviction policy {name!r}; expected 'lru' or 'tinylfu'")
