@@ -1,0 +1,5 @@
+"""`python -m voicecache` runs the CLI."""
+
+from voicecache.cli import main
+
+main()

@@ -1,0 +1,81 @@
+"""The FastAPI application: HTTP only, thin over `gateway.py`.
+
+`create_app(settings)` builds the app with a lifespan that opens the gateway and closes it
+again; there is no module-level app or settings. Every `VoicecacheError` becomes a JSON
+`{"detail": ...}` response with the error's status here, in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from voicecache import __version__
+from voicecache.config import Settings
+from voicecache.errors import VoicecacheError
+from voicecache.gateway import Gateway
+from voicecache.routes import speech, system
+from voicecache.service import build_gateway
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:
+    """The voicecache ASGI app for `settings` (or a prepared `gateway`, for tests)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.gateway = gateway or build_gateway(settings)
+        try:
+            yield
+        finally:
+            await app.state.gateway.aclose()
+
+    app = FastAPI(
+        title="voicecache",
+        version=__version__,
+        summary="A caching gateway for text-to-speech.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.include_router(speech.router)
+    app.include_router(system.router)
+    _install_error_handlers(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(VoicecacheError)
+    async def voicecache_error(_: Request, exc: VoicecacheError) -> JSONResponse:
+        headers = {}
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(error.get("type") == "json_invalid" for error in errors):
+            return JSONResponse({"detail": "malformed JSON body"}, status_code=400)
+        return JSONResponse({"detail": _describe(errors)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error", exc_info=exc)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+def _describe(errors: Any) -> str:
+    """One readable line from pydantic's error list: `input: Field required; speed: …`."""
+    parts = []
+    for error in errors:
+        location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        parts.append(f"{location or 'body'}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"

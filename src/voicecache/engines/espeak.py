@@ -1,0 +1,223 @@
+"""The embedded default engine: eSpeak NG 1.52 from the `espeakng-loader` wheel, via ctypes.
+
+No system package and no network: the wheel bundles `libespeak-ng.so` and all language data
+(Debian's 1.51 mis-reads Mandarin, the bundled 1.52 does not). The library keeps global state,
+so every call runs on one dedicated worker thread, which both serializes calls and keeps the
+event loop free. Emotions map to prosody (rate, pitch, pitch range) so that each is audibly
+different; a cloned voice adapts pitch and rate to its reference sample (an approximation:
+eSpeak cannot copy timbre).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import espeakng_loader
+import numpy as np
+
+from voicecache.audio import Audio, time_stretch
+from voicecache.engines.base import Engine, SynthesisJob, VoiceInfo
+from voicecache.errors import EngineError
+
+_SYNCHRONOUS = 2
+_INIT_DONT_EXIT = 0x8000
+_UTF8 = 1
+_RATE, _PITCH, _RANGE = 1, 3, 4
+_MIN_WPM, _MAX_WPM = 80, 450
+_BASE_WPM = 170
+
+LANGUAGES: dict[str, str] = {
+    "en": "English",
+    "en-us": "English (America)",
+    "en-gb": "English (Great Britain)",
+    "cmn": "Chinese (Mandarin)",
+    "yue": "Chinese (Cantonese)",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "fr": "French",
+    "de": "German",
+    "es": "Spanish",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "ru": "Russian",
+}
+VARIANTS = tuple(f"f{i}" for i in range(1, 6)) + tuple(f"m{i}" for i in range(1, 8))
+# OpenAI's voice names, so an unchanged OpenAI client works against the embedded engine.
+OPENAI_ALIASES: dict[str, str] = {
+    "alloy": "en-us+f2",
+    "ash": "en-us+m3",
+    "ballad": "en-gb+m2",
+    "coral": "en-us+f3",
+    "echo": "en-us+m1",
+    "fable": "en-gb+m4",
+    "nova": "en-us+f4",
+    "onyx": "en-us+m7",
+    "sage": "en-gb+f1",
+    "shimmer": "en-us+f5",
+    "verse": "en-us+m2",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Prosody:
+    """eSpeak parameters: words per minute, pitch 0-100, pitch range 0-100."""
+
+    wpm: float
+    pitch: int
+    range: int
+
+
+EMOTIONS: dict[str, Prosody] = {
+    "neutral": Prosody(_BASE_WPM, 50, 50),
+    "happy": Prosody(_BASE_WPM * 1.12, 68, 85),
+    "sad": Prosody(_BASE_WPM * 0.8, 35, 15),
+    "angry": Prosody(_BASE_WPM * 1.18, 45, 95),
+    "surprised": Prosody(_BASE_WPM * 1.05, 80, 100),
+    "fearful": Prosody(_BASE_WPM * 1.25, 62, 70),
+    "calm": Prosody(_BASE_WPM * 0.9, 45, 30),
+}
+
+_Callback = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+)
+
+
+class _Library:
+    """The loaded libespeak-ng; only ever touched from the engine's one worker thread."""
+
+    def __init__(self) -> None:
+        self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        data_path = espeakng_loader.get_data_path().encode()
+        self.sample_rate = self.lib.espeak_Initialize(_SYNCHRONOUS, 0, data_path, _INIT_DONT_EXIT)
+        if self.sample_rate <= 0:
+            raise EngineError("eSpeak NG failed to initialize")
+        self.chunks: list[np.ndarray] = []
+        self._callback = _Callback(self._collect)  # kept referenced: C holds the pointer
+        self.lib.espeak_SetSynthCallback(self._callback)
+        self.lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
+
+    def _collect(self, samples: ctypes._Pointer, count: int, _events: int) -> int:
+        if count > 0 and samples:
+            self.chunks.append(np.ctypeslib.as_array(samples, shape=(count,)).copy())
+        return 0
+
+    def synth(self, text: str, voice: str, prosody: Prosody) -> np.ndarray:
+        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise EngineError(f"eSpeak NG has no voice {voice!r}")
+        self.lib.espeak_SetParameter(_RATE, round(prosody.wpm), 0)
+        self.lib.espeak_SetParameter(_PITCH, prosody.pitch, 0)
+        self.lib.espeak_SetParameter(_RANGE, prosody.range, 0)
+        self.chunks = []
+        data = text.encode()
+        status = self.lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, _UTF8, None, None)
+        self.lib.espeak_Synchronize()
+        if status != 0:
+            raise EngineError(f"eSpeak NG synthesis failed (status {status})")
+        if not self.chunks:
+            return np.zeros(0, dtype=np.int16)
+        return np.concatenate(self.chunks).astype(np.int16)
+
+
+class _SharedLibrary:
+    """libespeak-ng is one global C state per process, whatever the number of engine
+    instances (tests and the CLI make several): one library, one worker thread, shared."""
+
+    _lock = threading.Lock()
+    _executor: ThreadPoolExecutor | None = None
+    _library: _Library | None = None
+
+    @classmethod
+    def executor(cls) -> ThreadPoolExecutor:
+        with cls._lock:
+            if cls._executor is None:
+                cls._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="espeak")
+            return cls._executor
+
+    @classmethod
+    def library(cls) -> _Library:
+        """Only called on the worker thread."""
+        if cls._library is None:
+            cls._library = _Library()
+        return cls._library
+
+
+class EspeakEngine(Engine):
+    """eSpeak NG, offline. Voices are `LANG` or `LANG+VARIANT` (`cmn+f3`, `en-us+m2`)."""
+
+    def __init__(self, name: str = "espeak", model_version: str = "espeak-ng-1.52") -> None:
+        super().__init__()
+        self.name = name
+        self.model_version = model_version
+        self._voices = [VoiceInfo(lang, label, lang) for lang, label in LANGUAGES.items()] + [
+            VoiceInfo(alias, f"{alias} (OpenAI name, eSpeak {voice})", voice.split("+")[0])
+            for alias, voice in OPENAI_ALIASES.items()
+        ]
+
+    def voices(self) -> Sequence[VoiceInfo]:
+        return self._voices
+
+    def emotions(self) -> Sequence[str]:
+        return tuple(EMOTIONS)
+
+    def accepts_voice(self, voice: str) -> bool:
+        voice = OPENAI_ALIASES.get(voice, voice)
+        language, _, variant = voice.partition("+")
+        return language in LANGUAGES and (not variant or variant in VARIANTS)
+
+    async def synthesize(self, job: SynthesisJob) -> Audio:
+        if not self.accepts_voice(job.voice):
+            raise EngineError(f"eSpeak NG has no voice {job.voice!r}")
+        prosody = EMOTIONS.get(job.emotion)
+        if prosody is None:
+            raise EngineError(f"eSpeak NG has no emotion {job.emotion!r}")
+        if job.reference is not None:
+            prosody = _adapt_to_reference(prosody, job.reference.settings)
+        self.calls += 1
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_SharedLibrary.executor(), self._synthesize, job, prosody)
+
+    def _synthesize(self, job: SynthesisJob, prosody: Prosody) -> Audio:
+        library = _SharedLibrary.library()
+        # eSpeak's rate tops out at 450 wpm and bottoms at 80: reach the rest of the speed
+        # range by stretching the rendered audio.
+        wanted = prosody.wpm * job.speed
+        wpm = min(max(wanted, _MIN_WPM), _MAX_WPM)
+        voice = OPENAI_ALIASES.get(job.voice, job.voice)
+        samples = library.synth(job.text, voice, Prosody(wpm, prosody.pitch, prosody.range))
+        audio = Audio(samples, library.sample_rate)
+        if abs(wanted - wpm) > 0.5:
+            audio = time_stretch(audio, wanted / wpm)
+        if len(audio.samples) == 0:
+            raise EngineError("eSpeak NG produced no audio")
+        return audio
+
+
+def _adapt_to_reference(base: Prosody, settings: dict[str, object] | object) -> Prosody:
+    """Move pitch and rate toward a reference sample's measured median pitch (Hz) and
+    speaking rate (syllables per second). eSpeak's pitch 0-100 spans roughly 70-260 Hz."""
+    if not isinstance(settings, dict):
+        return base
+    pitch = base.pitch
+    wpm = base.wpm
+    median_hz = settings.get("median_pitch_hz")
+    if isinstance(median_hz, int | float) and median_hz > 0:
+        pitch = round(min(max((float(median_hz) - 70.0) / 1.9, 0), 100))
+    rate = settings.get("syllables_per_second")
+    if isinstance(rate, int | float) and rate > 0:
+        # ~1.5 syllables per word in running English speech.
+        wpm = min(max(float(rate) * 60 / 1.5 * (base.wpm / _BASE_WPM), _MIN_WPM), _MAX_WPM)
+    return Prosody(wpm, pitch, base.range)

@@ -1,0 +1,358 @@
+"""The core of voicecache: lookup → coalesce → engine → store → respond. It knows no HTTP.
+
+Audio is stored once per key in the canonical codec (`storage_codec`, FLAC by default) and,
+for any other format a client asks for, as a variant beside it (`<key>.<format>`), so a hit is
+always a plain read of stored bytes and never transcodes. A request for a new format of a line
+that is already cached transcodes from the canonical entry without calling the engine.
+
+Every miss for the same variant in this process is coalesced into one piece of work, which
+calls the engine at most once. When the engine fails and a stale copy is still within its
+grace period, the stale copy is served (stale-if-error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal, Protocol
+
+from voicecache import audio as codecs
+from voicecache.audio import AudioFormat
+from voicecache.coalescing import Coalescer
+from voicecache.engines.base import Engine, Reference, SynthesisJob
+from voicecache.errors import (
+    EngineError,
+    InvalidRequest,
+    NotFound,
+    UnknownEmotion,
+    UnknownVoice,
+)
+from voicecache.policy import CacheControl, EntryPolicy, Policy
+from voicecache.request import CacheKey, SpeechRequest, build_key
+from voicecache.tiers.base import Entry, EntryMeta, checksum
+from voicecache.tiers.tiered import Lookup, TieredCache
+
+Status = Literal["HIT", "MISS", "COALESCED", "STALE"]
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedVoice:
+    """What a requested voice id means for one engine and one tenant."""
+
+    engine_voice: str
+    version: str = "builtin"
+    tenant: str | None = None  # set for private voices: their audio is keyed per tenant
+    reference: Reference | None = None
+
+
+class VoiceResolver(Protocol):
+    """Maps a requested voice id to an engine voice (built-in or uploaded)."""
+
+    async def resolve(self, voice: str, engine: Engine, tenant: str | None) -> ResolvedVoice: ...
+
+
+class BuiltinVoices:
+    """Resolves only the engine's own voices."""
+
+    async def resolve(self, voice: str, engine: Engine, tenant: str | None) -> ResolvedVoice:
+        if not engine.accepts_voice(voice):
+            known = ", ".join(info.id for info in engine.voices()[:40])
+            raise UnknownVoice(f"unknown voice {voice!r} for engine {engine.name}; known: {known}")
+        return ResolvedVoice(voice)
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechResult:
+    """Audio for a request and how it was obtained."""
+
+    data: bytes
+    format: AudioFormat
+    key: str
+    status: Status
+    tier: str | None
+    meta: EntryMeta
+    stored: bool = True
+
+    @property
+    def content_type(self) -> str:
+        return codecs.CONTENT_TYPES[self.format]
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.key}.{self.format}"'
+
+
+class GatewayObserver(Protocol):
+    """Receives what happened, for metrics and logs. Must be cheap and never raise."""
+
+    def request_done(self, result: SpeechResult, engine: str, seconds: float) -> None: ...
+
+    def request_failed(self, error: Exception, engine: str, seconds: float) -> None: ...
+
+    def engine_call(self, engine: str, outcome: str, seconds: float, characters: int) -> None: ...
+
+
+class NullObserver:
+    """Observes nothing."""
+
+    def request_done(self, result: SpeechResult, engine: str, seconds: float) -> None:
+        pass
+
+    def request_failed(self, error: Exception, engine: str, seconds: float) -> None:
+        pass
+
+    def engine_call(self, engine: str, outcome: str, seconds: float, characters: int) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A request resolved against an engine and a voice: everything needed to fill it."""
+
+    request: SpeechRequest
+    engine: Engine
+    job: SynthesisJob
+    key: CacheKey
+    voice: ResolvedVoice
+
+
+@dataclass
+class Gateway:
+    """Serves speech requests from the cache, filling misses from engines."""
+
+    engines: Mapping[str, Engine]
+    default_engine: str
+    cache: TieredCache
+    policy: Policy
+    voices: VoiceResolver = field(default_factory=BuiltinVoices)
+    observer: GatewayObserver = field(default_factory=NullObserver)
+    storage_codec: AudioFormat = "flac"
+    clock: Callable[[], float] = time.time
+    _coalescer: Coalescer[SpeechResult] = field(default_factory=Coalescer, init=False)
+
+    def __post_init__(self) -> None:
+        if self.default_engine not in self.engines:
+            raise InvalidRequest(f"default engine {self.default_engine!r} is not configured")
+
+    # -- resolving ---------------------------------------------------------------------------
+
+    def engine_for(self, name: str | None) -> Engine:
+        """The engine named `name`, or the default one for None."""
+        if name is None:
+            return self.engines[self.default_engine]
+        engine = self.engines.get(name)
+        if engine is None:
+            raise InvalidRequest(
+                f"unknown engine {name!r}; configured: {', '.join(sorted(self.engines))}"
+            )
+        return engine
+
+    async def plan(self, request: SpeechRequest, tenant: str | None = None) -> Plan:
+        """Resolve engine, voice and emotion, and build the cache key."""
+        engine = self.engine_for(request.engine)
+        if request.emotion not in engine.emotions():
+            raise UnknownEmotion(
+                f"unknown emotion {request.emotion!r} for engine {engine.name}; "
+                f"accepted: {', '.join(engine.emotions())}"
+            )
+        voice = await self.voices.resolve(request.voice, engine, tenant)
+        job = SynthesisJob(
+            text=request.text,
+            voice=voice.engine_voice,
+            emotion=request.emotion,
+            speed=request.speed,
+            instructions=request.instructions,
+            reference=voice.reference,
+        )
+        key = build_key(
+            text=request.text,
+            engine=engine.name,
+            model_version=engine.model_version,
+            voice=request.voice,
+            voice_version=voice.version,
+            emotion=request.emotion,
+            speed=request.speed,
+            tenant=voice.tenant,
+            options=engine.key_options(job),
+        )
+        return Plan(request, engine, job, key, voice)
+
+    # -- serving -----------------------------------------------------------------------------
+
+    async def speak(
+        self,
+        request: SpeechRequest,
+        *,
+        tenant: str | None = None,
+        control: CacheControl = CacheControl(),  # noqa: B008 - frozen, safe to share
+    ) -> SpeechResult:
+        """Audio for `request`: from the cache when fresh, else from the engine (once)."""
+        started = time.perf_counter()
+        engine_name = request.engine or self.default_engine
+        try:
+            plan = await self.plan(request, tenant)
+            engine_name = plan.engine.name
+            result = await self._serve(plan, control)
+        except Exception as exc:
+            self.observer.request_failed(exc, engine_name, time.perf_counter() - started)
+            raise
+        self.observer.request_done(result, engine_name, time.perf_counter() - started)
+        return result
+
+    async def _serve(self, plan: Plan, control: CacheControl) -> SpeechResult:
+        variant_id = plan.key.variant_id(plan.request.format)
+        stale: Lookup | None = None
+        if not control.no_cache:
+            found = await self.cache.get(variant_id)
+            if found is not None:
+                if found.fresh:
+                    self._slide(variant_id, found.entry.meta)
+                    return self._result(found.entry, "HIT", found.tier)
+                stale = found
+        work_id = variant_id + ("!no-store" if control.no_store else "")
+        result, leader = await self._coalescer.run(
+            work_id, lambda: self._fill(plan, control, stale)
+        )
+        if leader or result.status == "STALE":
+            return result
+        return SpeechResult(
+            result.data, result.format, result.key, "COALESCED", None, result.meta, result.stored
+        )
+
+    async def _fill(self, plan: Plan, control: CacheControl, stale: Lookup | None) -> SpeechResult:
+        fmt = plan.request.format
+        canonical_id = plan.key.variant_id(self.storage_codec)
+        if fmt != self.storage_codec and not control.no_cache:
+            canonical = await self.cache.get(canonical_id)
+            if canonical is not None and canonical.fresh:
+                return await self._derive_variant(plan, canonical)
+        try:
+            pcm = await self._synthesize(plan)
+        except EngineError:
+            if stale is not None:
+                return self._result(stale.entry, "STALE", stale.tier)
+            raise
+        decided = self.policy.resolve(plan.request, plan.engine.name, control)
+        store = not control.no_store and (decided.ttl is None or decided.ttl > 0)
+        canonical_entry = await self._encode(plan, pcm, self.storage_codec, decided)
+        entry = (
+            canonical_entry
+            if fmt == self.storage_codec
+            else await self._encode(plan, pcm, fmt, decided)
+        )
+        if store:
+            await self.cache.set(canonical_id, canonical_entry)
+            if entry is not canonical_entry:
+                await self.cache.set(plan.key.variant_id(fmt), entry)
+        return self._result(entry, "MISS", None, stored=store)
+
+    async def _synthesize(self, plan: Plan) -> codecs.Audio:
+        started = time.perf_counter()
+        characters = len(plan.job.text)
+        try:
+            pcm = await plan.engine.synthesize(plan.job)
+        except EngineError as exc:
+            self.observer.engine_call(
+                plan.engine.name, type(exc).__name__, time.perf_counter() - started, characters
+            )
+            raise
+        self.observer.engine_call(plan.engine.name, "ok", time.perf_counter() - started, characters)
+        return pcm
+
+    async def _derive_variant(self, plan: Plan, canonical: Lookup) -> SpeechResult:
+        """Transcode a cached canonical entry to the requested format and store the variant."""
+        fmt = plan.request.format
+        source = canonical.entry
+        data = await asyncio.to_thread(codecs.transcode, source.data, source.meta.format, fmt)
+        meta = _variant_meta(source.meta, fmt, data)
+        entry = Entry(data, meta)
+        await self.cache.set(plan.key.variant_id(fmt), entry)
+        return self._result(entry, "HIT", canonical.tier)
+
+    async def _encode(
+        self, plan: Plan, pcm: codecs.Audio, fmt: AudioFormat, decided: EntryPolicy
+    ) -> Entry:
+        data = await asyncio.to_thread(codecs.encode, pcm, fmt)
+        now = self.clock()
+        expires_at, stale_until = self.policy.expiry(decided, now)
+        request = plan.request
+        max_expires_at = None
+        if decided.sliding and decided.max_ttl is not None:
+            max_expires_at = now + decided.max_ttl
+        meta = EntryMeta(
+            key=plan.key.digest,
+            format=fmt,
+            sample_rate=codecs.PCM_RATE if fmt == "pcm" else pcm.sample_rate,
+            duration=round(pcm.duration, 3),
+            size=len(data),
+            checksum=checksum(data),
+            created=now,
+            expires_at=expires_at,
+            stale_until=stale_until,
+            engine=plan.engine.name,
+            model_version=plan.engine.model_version,
+            voice=request.voice,
+            voice_version=plan.voice.version,
+            emotion=request.emotion,
+            speed=request.speed,
+            text=request.text,
+            tags=request.tags,
+            tenant=plan.voice.tenant,
+            personalized=request.personalized,
+            sliding=decided.sliding,
+            ttl=decided.ttl,
+            max_expires_at=max_expires_at,
+        )
+        return Entry(data, meta)
+
+    def _slide(self, entry_id: str, meta: EntryMeta) -> None:
+        if meta.sliding:
+            updated = self.policy.on_hit(meta, self.clock())
+            if updated is not None:
+                self.cache.touch(entry_id, updated)
+
+    def _result(
+        self, entry: Entry, status: Status, tier: str | None, stored: bool = True
+    ) -> SpeechResult:
+        return SpeechResult(
+            entry.data, entry.meta.format, entry.meta.key, status, tier, entry.meta, stored
+        )
+
+    # -- by key --------------------------------------------------------------------------------
+
+    async def fetch(
+        self, digest: str, fmt: AudioFormat, *, tenant: str | None = None
+    ) -> SpeechResult:
+        """Stored audio by key, for `GET /v1/audio/{key}.{format}`; never calls an engine."""
+        found = await self.cache.get(f"{digest}.{fmt}")
+        if found is None or not found.fresh:
+            canonical = await self.cache.get(f"{digest}.{self.storage_codec}")
+            if canonical is None or not canonical.fresh:
+                raise NotFound(f"no audio stored under key {digest}")
+            data = await asyncio.to_thread(
+                codecs.transcode, canonical.entry.data, canonical.entry.meta.format, fmt
+            )
+            entry = Entry(data, _variant_meta(canonical.entry.meta, fmt, data))
+            await self.cache.set(f"{digest}.{fmt}", entry)
+            found = Lookup(entry, canonical.tier, True)
+        meta = found.entry.meta
+        if meta.tenant is not None and meta.tenant != tenant:
+            raise NotFound(f"no audio stored under key {digest}")
+        return self._result(found.entry, "HIT", found.tier)
+
+    def engine_names(self) -> Sequence[str]:
+        return sorted(self.engines)
+
+    async def aclose(self) -> None:
+        await self.cache.aclose()
+        for engine in self.engines.values():
+            await engine.aclose()
+
+
+def _variant_meta(source: EntryMeta, fmt: AudioFormat, data: bytes) -> EntryMeta:
+    rate = codecs.PCM_RATE if fmt == "pcm" else source.sample_rate
+    if fmt == "opus" and rate not in codecs.OPUS_RATES:
+        rate = codecs.PCM_RATE
+    return replace(source, format=fmt, size=len(data), checksum=checksum(data), sample_rate=rate)

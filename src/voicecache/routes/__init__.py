@@ -1,0 +1,1 @@
+"""HTTP routes, one module per concern; `api.create_app` includes each router."""

@@ -1,0 +1,150 @@
+"""Synthesis endpoints: OpenAI's `POST /v1/audio/speech` and the native `POST /tts`.
+
+Both build a `SpeechRequest`, hand it to the gateway and turn the `SpeechResult` into bytes
+with the cache headers. Memory hits usually never reach these handlers: the fast lane in
+`fastlane.py` answers them first.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from voicecache.gateway import SpeechResult
+from voicecache.policy import CacheControl
+from voicecache.request import SpeechRequest
+from voicecache.routes.deps import GatewayDep, SettingsDep, TenantDep
+
+router = APIRouter(tags=["speech"])
+
+AUDIO_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Audio bytes",
+        "content": {"audio/wav": {}, "audio/mpeg": {}, "audio/flac": {}, "audio/pcm": {}},
+    },
+}
+
+
+class OpenAISpeechBody(BaseModel):
+    """OpenAI's speech request, plus voicecache's extension fields."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(
+        "tts-1", description="An engine name, or any OpenAI model name for the default engine"
+    )
+    input: str = Field(..., description="Text to speak (≤ max_text_chars)")
+    voice: str = Field(..., description="Voice id")
+    response_format: str = Field("mp3", description="mp3, opus, flac, wav or pcm")
+    speed: float = Field(1.0, description="0.25 to 4.0")
+    instructions: str | None = Field(
+        None, description="Style instructions, passed to engines that take them"
+    )
+    emotion: str | None = Field(None, description="Extension: neutral, happy, sad, angry…")
+    tags: list[str] | None = Field(None, description="Extension: tags for TTL rules and purges")
+    personalized: bool = Field(False, description="Extension: a line that will not repeat")
+
+
+class TTSBody(BaseModel):
+    """The native request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    voice: str | None = None
+    emotion: str | None = None
+    speed: float = 1.0
+    format: str = "wav"
+    engine: str | None = None
+    tags: list[str] | None = None
+    personalized: bool = False
+    instructions: str | None = None
+
+
+def audio_response(result: SpeechResult, cache_control: str | None = None) -> Response:
+    """The audio bytes with voicecache's cache headers."""
+    headers = {
+        "X-Cache": result.status,
+        "X-Cache-Key": result.key,
+        "ETag": result.etag,
+    }
+    if result.tier is not None:
+        headers["X-Cache-Tier"] = result.tier
+    if cache_control is not None:
+        headers["Cache-Control"] = cache_control
+    return Response(content=result.data, media_type=result.content_type, headers=headers)
+
+
+CacheControlHeader = Annotated[str | None, Header(alias="Cache-Control")]
+TagsHeader = Annotated[str | None, Header(alias="X-Cache-Tags")]
+PersonalizedHeader = Annotated[str | None, Header(alias="X-Personalized")]
+
+
+def _merge_tags(body_tags: list[str] | None, header: str | None) -> list[str]:
+    tags = list(body_tags or [])
+    if header:
+        tags.extend(part for part in header.split(",") if part.strip())
+    return tags
+
+
+def _truthy(header: str | None) -> bool:
+    return (header or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@router.post("/v1/audio/speech", responses=AUDIO_RESPONSES, response_class=Response)
+async def openai_speech(
+    body: OpenAISpeechBody,
+    gateway: GatewayDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    cache_control: CacheControlHeader = None,
+    x_cache_tags: TagsHeader = None,
+    x_personalized: PersonalizedHeader = None,
+) -> Response:
+    """OpenAI-compatible speech synthesis, cached."""
+    request = SpeechRequest.create(
+        text=body.input,
+        voice=body.voice,
+        emotion=body.emotion,
+        speed=body.speed,
+        format=body.response_format,
+        engine=body.model if body.model in gateway.engines else None,
+        tags=_merge_tags(body.tags, x_cache_tags),
+        personalized=body.personalized or _truthy(x_personalized),
+        instructions=body.instructions,
+        normalization=settings.normalization,
+        max_text_chars=settings.max_text_chars,
+    )
+    result = await gateway.speak(request, tenant=tenant, control=CacheControl.parse(cache_control))
+    return audio_response(result)
+
+
+@router.post("/tts", responses=AUDIO_RESPONSES, response_class=Response)
+async def native_tts(
+    body: TTSBody,
+    gateway: GatewayDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    cache_control: CacheControlHeader = None,
+    x_cache_tags: TagsHeader = None,
+    x_personalized: PersonalizedHeader = None,
+) -> Response:
+    """Native speech synthesis, cached."""
+    request = SpeechRequest.create(
+        text=body.text,
+        voice=body.voice or settings.default_voice,
+        emotion=body.emotion,
+        speed=body.speed,
+        format=body.format,
+        engine=body.engine,
+        tags=_merge_tags(body.tags, x_cache_tags),
+        personalized=body.personalized or _truthy(x_personalized),
+        instructions=body.instructions,
+        normalization=settings.normalization,
+        max_text_chars=settings.max_text_chars,
+    )
+    result = await gateway.speak(request, tenant=tenant, control=CacheControl.parse(cache_control))
+    return audio_response(result)

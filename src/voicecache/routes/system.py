@@ -1,0 +1,42 @@
+"""Health and discovery: `GET /healthz` and the engine's built-in voices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from voicecache.routes.deps import GatewayDep
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/healthz")
+async def healthz(gateway: GatewayDep) -> dict[str, Any]:
+    """Liveness and a summary of engines and tiers."""
+    return {
+        "status": "ok",
+        "default_engine": gateway.default_engine,
+        "engines": {
+            name: {"model_version": engine.model_version, "state": getattr(engine, "state", "ok")}
+            for name, engine in gateway.engines.items()
+        },
+        "tiers": [tier.name for tier in gateway.cache.tiers],
+    }
+
+
+@router.get("/v1/voices")
+async def list_voices(gateway: GatewayDep) -> dict[str, Any]:
+    """Built-in voices and emotions of every configured engine."""
+    return {
+        "default_engine": gateway.default_engine,
+        "engines": {
+            name: {
+                "voices": [
+                    {"id": v.id, "name": v.name, "language": v.language} for v in engine.voices()
+                ],
+                "emotions": list(engine.emotions()),
+            }
+            for name, engine in gateway.engines.items()
+        },
+    }

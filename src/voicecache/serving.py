@@ -1,0 +1,40 @@
+"""How the app is served: the uvicorn factory for worker processes and the bind-safety check."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from starlette.types import ASGIApp
+
+from voicecache.config import Settings
+from voicecache.errors import ConfigError
+
+
+def app_from_environment() -> ASGIApp:
+    """uvicorn factory: every worker process builds its app from the environment (and the
+    TOML file named by `VOICECACHE_CONFIG`)."""
+    from voicecache.api import create_app
+
+    return create_app(Settings())
+
+
+def is_loopback(host: str) -> bool:
+    if host in {"localhost", ""}:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind_is_safe(settings: Settings) -> None:
+    """Refuse to serve beyond loopback without API keys unless explicitly allowed."""
+    if is_loopback(settings.host) or settings.allow_anonymous:
+        return
+    keys_file = settings.keys_file or settings.data_dir / "keys.json"
+    if keys_file.is_file() and keys_file.stat().st_size > 2:
+        return
+    raise ConfigError(
+        f"refusing to serve on {settings.host} without API keys: create one with "
+        "`voicecache keys add`, or set VOICECACHE_ALLOW_ANONYMOUS=1"
+    )
