@@ -416,7 +416,7 @@ def test_controls_are_thread_safe_counters() -> None:
 async def test_openai_formats_at_24k(
     fake_openai: FakeEngineServer, fmt: str, content_type: str, container: str
 ) -> None:
-    body = {"model": "gpt-4o-mini-tts", "input": "Hello there", "voice": "coral"}
+    body: dict[str, Any] = {"model": "gpt-4o-mini-tts", "input": "Hello there", "voice": "coral"}
     body |= {"instructions": "Speak cheerfully.", "response_format": fmt, "speed": 1.0}
     async with httpx.AsyncClient(base_url=fake_openai.url, headers=OPENAI_AUTH) as client:
         response = await client.post(SPEECH, json=body)

@@ -28,13 +28,16 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 from fastapi import FastAPI, HTTPException, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from tests.servers import UvicornThread
 
 __all__ = [
     "SPEECH_PATH",
@@ -291,9 +294,9 @@ class FakeEngine:
     controls: FakeControls
     name: str
 
-    def serve(self, **kwargs: Any) -> Any:
+    def serve(self, **kwargs: Any) -> UvicornThread:
         """A not-yet-started :class:`tests.servers.UvicornThread` serving this fake."""
-        from tests.servers import UvicornThread
+        from tests.servers import UvicornThread  # tests.servers is heavier; import on use
 
         return UvicornThread(self.app, **kwargs)
 
