@@ -68,21 +68,43 @@ class RateLimited(VoicecacheError):
 
 
 class EngineError(VoicecacheError):
-    """The upstream engine failed to produce usable audio."""
+    """The upstream engine failed to produce usable audio.
+
+    `retryable` says whether trying again may help (connection errors, timeouts, 5xx) or not
+    (4xx, undecodable audio); `upstream_status` is the engine's HTTP status, if it sent one.
+    The resilience wrapper (`engines/resilience.py`) decides on these two attributes alone.
+    """
 
     status_code = 502
+
+    def __init__(
+        self, detail: str, *, retryable: bool = False, upstream_status: int | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.retryable = retryable
+        self.upstream_status = upstream_status
 
 
 class EngineUnavailable(EngineError):
     status_code = 503
 
-    def __init__(self, detail: str, retry_after: float | None = None) -> None:
-        super().__init__(detail)
+    def __init__(
+        self,
+        detail: str,
+        retry_after: float | None = None,
+        *,
+        retryable: bool = False,
+        upstream_status: int | None = None,
+    ) -> None:
+        super().__init__(detail, retryable=retryable, upstream_status=upstream_status)
         self.retry_after = retry_after
 
 
 class EngineTimeout(EngineError):
     status_code = 504
+
+    def __init__(self, detail: str, *, retryable: bool = True) -> None:
+        super().__init__(detail, retryable=retryable)
 
 
 class StorageError(VoicecacheError):

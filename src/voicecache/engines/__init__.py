@@ -8,6 +8,7 @@ lazily so the embedded default starts without them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from voicecache.config import EngineConfig, Settings
 from voicecache.engines.base import Engine, Reference, SynthesisJob, VoiceInfo
@@ -28,8 +29,75 @@ def _espeak(name: str, config: EngineConfig, settings: Settings) -> Engine:
     return EspeakEngine(name=name, model_version=config.model_version or "espeak-ng-1.52")
 
 
+def _remote_url(name: str, config: EngineConfig) -> str:
+    if not config.url:
+        raise ConfigError(f"engine {name!r} ({config.kind}) needs a url")
+    return config.url
+
+
+def _voice_list(name: str, options: dict[str, Any]) -> list[str] | None:
+    voices = options.get("voices")
+    if voices is None:
+        return None
+    if isinstance(voices, str):
+        voices = [v.strip() for v in voices.split(",")]
+    if not isinstance(voices, list) or not all(isinstance(v, str) for v in voices):
+        raise ConfigError(f"engine {name!r}: options.voices must be a list of voice ids")
+    return [v for v in voices if v] or None
+
+
+def _emotivoice(name: str, config: EngineConfig, settings: Settings) -> Engine:
+    from voicecache.engines.emotivoice import DEFAULT_LANGUAGE, DEFAULT_MODEL, EmotiVoiceEngine
+
+    options = config.options
+    upstream_format = options.get("upstream_format", "wav")
+    if upstream_format not in ("wav", "flac", "mp3"):
+        raise ConfigError(f"engine {name!r}: options.upstream_format must be wav, flac or mp3")
+    prompts = dict(settings.emotion_prompts)
+    prompts.update(options.get("emotion_prompts") or {})
+    return EmotiVoiceEngine(
+        name=name,
+        url=_remote_url(name, config),
+        model_version=config.model_version or settings.emotivoice_model_version,
+        model=config.model or DEFAULT_MODEL,
+        language=str(options.get("language", DEFAULT_LANGUAGE)),
+        emotion_prompts=prompts,
+        voices=_voice_list(name, options),
+        derive_speed=bool(options.get("derive_speed", False)),
+        upstream_format=upstream_format,
+        timeout=config.timeout,
+        connect_timeout=config.connect_timeout,
+        max_connections=config.max_concurrency,
+    )
+
+
+def _openai(name: str, config: EngineConfig, settings: Settings) -> Engine:
+    from voicecache.engines.openai import OpenAIEngine
+
+    options = config.options
+    upstream_format = options.get("upstream_format", "wav")
+    if upstream_format not in ("wav", "flac"):
+        raise ConfigError(f"engine {name!r}: options.upstream_format must be wav or flac")
+    model = config.model or settings.openai_model
+    return OpenAIEngine(
+        name=name,
+        base_url=_remote_url(name, config),
+        api_key=config.api_key,
+        model=model,
+        model_version=config.model_version or model,
+        voices=_voice_list(name, options),
+        emotion_instructions=options.get("emotion_instructions") or None,
+        upstream_format=upstream_format,
+        timeout=config.timeout,
+        connect_timeout=config.connect_timeout,
+        max_connections=config.max_concurrency,
+    )
+
+
 ENGINE_BUILDERS: dict[str, Callable[[str, EngineConfig, Settings], Engine]] = {
     "espeak": _espeak,
+    "emotivoice": _emotivoice,
+    "openai": _openai,
 }
 
 

@@ -1,0 +1,123 @@
+"""Any OpenAI-compatible speech server: OpenAI itself, openedai-speech, Kokoro-FastAPI,
+LocalAI…
+
+Wire format: `POST {base_url}/v1/audio/speech` with a bearer key and JSON holding only the
+documented fields `model`, `input`, `voice`, `instructions` (only when there are some),
+`response_format` and `speed`; OpenAI rejects any other field with a 400. We ask for a
+lossless format (`wav` by default, `flac` optionally) and store audio in our own canonical
+codec.
+
+OpenAI has no emotion parameter: an engine accepts `neutral` and whatever emotions are
+mapped to style instructions (`emotion_instructions`, for models that follow instructions such
+as gpt-4o-mini-tts). The mapped instruction goes before the caller's own instructions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import httpx
+
+from voicecache.audio import Audio
+from voicecache.engines.base import SynthesisJob, VoiceInfo
+from voicecache.engines.remote import RemoteEngine
+from voicecache.errors import EngineError
+
+SPEECH_PATH = "/v1/audio/speech"
+OPENAI_VOICES: tuple[str, ...] = (
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "fable",
+    "nova",
+    "onyx",
+    "sage",
+    "shimmer",
+    "verse",
+)
+UpstreamFormat = Literal["wav", "flac"]
+
+
+class OpenAIEngine(RemoteEngine):
+    """An OpenAI-compatible `/v1/audio/speech` server."""
+
+    def __init__(
+        self,
+        *,
+        name: str = "openai",
+        base_url: str,
+        api_key: str | None = None,
+        model: str = "tts-1",
+        model_version: str = "tts-1",
+        voices: Sequence[str] | None = None,
+        emotion_instructions: Mapping[str, str] | None = None,
+        upstream_format: UpstreamFormat = "wav",
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+        max_connections: int = 8,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        super().__init__(
+            name=name,
+            model_version=model_version,
+            base_url=base_url,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_connections=max_connections,
+            headers=headers,
+            transport=transport,
+        )
+        if upstream_format not in ("wav", "flac"):
+            raise ValueError(f"upstream_format must be wav or flac, not {upstream_format!r}")
+        self.model = model
+        self.upstream_format: UpstreamFormat = upstream_format
+        self._voice_ids = tuple(voices) if voices else OPENAI_VOICES
+        self._voices = [VoiceInfo(v, v) for v in self._voice_ids]
+        self.emotion_instructions = {"neutral": ""} | {
+            k.strip().lower(): v for k, v in (emotion_instructions or {}).items()
+        }
+
+    def voices(self) -> Sequence[VoiceInfo]:
+        return self._voices
+
+    def emotions(self) -> Sequence[str]:
+        return tuple(self.emotion_instructions)
+
+    def accepts_voice(self, voice: str) -> bool:
+        return voice in self._voice_ids
+
+    def instructions(self, job: SynthesisJob) -> str | None:
+        """The instructions sent upstream: the emotion's, then the caller's."""
+        parts = [self.emotion_instructions.get(job.emotion, ""), job.instructions or ""]
+        joined = " ".join(part.strip() for part in parts if part and part.strip())
+        return joined or None
+
+    def key_options(self, job: SynthesisJob) -> dict[str, Any]:
+        options: dict[str, Any] = {"model": self.model}
+        instructions = self.instructions(job)
+        if instructions:
+            options["instructions"] = instructions
+        return options
+
+    def request_body(self, job: SynthesisJob) -> dict[str, Any]:
+        """The JSON sent upstream for `job`: documented fields only."""
+        if job.emotion not in self.emotion_instructions:
+            raise EngineError(f"engine {self.name} has no instructions for {job.emotion!r}")
+        body: dict[str, Any] = {
+            "model": self.model,
+            "input": job.text,
+            "voice": job.voice,
+            "response_format": self.upstream_format,
+            "speed": job.speed,
+        }
+        instructions = self.instructions(job)
+        if instructions:
+            body["instructions"] = instructions
+        return body
+
+    async def synthesize(self, job: SynthesisJob) -> Audio:
+        return await self._post_audio(SPEECH_PATH, self.request_body(job))

@@ -1,0 +1,115 @@
+"""What the HTTP engines share: one `httpx.AsyncClient` per engine and the conversion of
+everything that can go wrong on the wire into voicecache's typed engine errors.
+
+    httpx.TimeoutException           → EngineTimeout      (504, retryable)
+    httpx.TransportError (connect,   → EngineUnavailable  (503, retryable)
+      reset, protocol)
+    HTTP 5xx                         → EngineError        (502, retryable)
+    HTTP 429                         → EngineUnavailable  (503, not retried here; Retry-After)
+    other HTTP 4xx                   → EngineError        (502, not retryable)
+    200 that is not decodable audio  → EngineError        (502, not retryable)
+
+Retries, the circuit breaker and back-pressure are not here: they live in one place,
+`resilience.py`, which wraps every remote engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from voicecache import audio as codecs
+from voicecache.audio import Audio
+from voicecache.engines.base import Engine
+from voicecache.errors import EngineError, EngineTimeout, EngineUnavailable
+
+# Bodies this short are still worth showing in an error detail; longer ones are cut.
+_DETAIL_CHARS = 200
+
+
+class RemoteEngine(Engine):
+    """Base for engines behind HTTP: holds the client and posts synthesis requests."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        model_version: str,
+        base_url: str,
+        timeout: float,
+        connect_timeout: float,
+        max_connections: int,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.model_version = model_version
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=dict(headers or {}),
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=max(1, max_connections)),
+            transport=transport,
+        )
+
+    async def _post_audio(self, path: str, body: Mapping[str, Any]) -> Audio:
+        """POST `body` as JSON to `path`, expect audio bytes back and decode them to PCM.
+
+        Counts one real upstream call in `self.calls`, whatever the outcome."""
+        self.calls += 1
+        try:
+            response = await self._client.post(path, json=dict(body))
+        except httpx.TimeoutException as exc:
+            raise EngineTimeout(f"engine {self.name} timed out ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise EngineUnavailable(
+                f"engine {self.name} unreachable: {type(exc).__name__}: {exc or 'no answer'}",
+                retryable=True,
+            ) from exc
+        status = response.status_code
+        if status >= 400:
+            raise _status_error(self.name, response)
+        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type.startswith(("text/", "application/json")):
+            raise EngineError(
+                f"engine {self.name} answered {content_type} instead of audio: {_snippet(response)}"
+            )
+        # Decoding is CPU work (FLAC/MP3); keep the loop free for hits.
+        return await asyncio.to_thread(_decode, self.name, response.content)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _decode(name: str, data: bytes) -> Audio:
+    try:
+        return codecs.decode(data)
+    except EngineError as exc:
+        raise EngineError(f"engine {name} sent {len(data)} bytes of {exc.detail}") from exc
+
+
+def _status_error(name: str, response: httpx.Response) -> EngineError:
+    status = response.status_code
+    detail = f"engine {name} answered HTTP {status}: {_snippet(response)}"
+    if status == 429:
+        return EngineUnavailable(
+            detail, _retry_after(response.headers.get("retry-after")), upstream_status=status
+        )
+    return EngineError(detail, retryable=status >= 500, upstream_status=status)
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return max(1.0, float(value)) if value else 1.0
+    except ValueError:
+        return 1.0  # an HTTP date: rare for TTS servers, not worth parsing
+
+
+def _snippet(response: httpx.Response) -> str:
+    text = response.text.strip().replace("\n", " ")
+    return text[:_DETAIL_CHARS] + ("…" if len(text) > _DETAIL_CHARS else "") or "(empty)"
