@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from voicecache import __version__
 from voicecache.config import Settings
 from voicecache.errors import VoicecacheError
+from voicecache.fastlane import FastLane
 from voicecache.gateway import Gateway
 from voicecache.routes import speech, system
 from voicecache.service import build_gateway
@@ -48,6 +49,9 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.include_router(speech.router)
     app.include_router(system.router)
     _install_error_handlers(app)
+    # Added first: middleware added after it (authentication, body limits) wraps it and
+    # so still runs before it.
+    app.add_middleware(FastLane, build_request=speech.request_from_json)
     return app
 
 

@@ -7,12 +7,14 @@ with the cache headers. Memory hits usually never reach these handlers: the fast
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from voicecache.config import Settings
 from voicecache.gateway import SpeechResult
 from voicecache.policy import CacheControl
 from voicecache.request import SpeechRequest
@@ -94,6 +96,60 @@ def _truthy(header: str | None) -> bool:
     return (header or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def openai_request(
+    body: OpenAISpeechBody,
+    settings: Settings,
+    engines: Container[str],
+    tags_header: str | None = None,
+    personalized_header: str | None = None,
+) -> SpeechRequest:
+    """The `SpeechRequest` for an OpenAI-style body."""
+    return SpeechRequest.create(
+        text=body.input,
+        voice=body.voice,
+        emotion=body.emotion,
+        speed=body.speed,
+        format=body.response_format,
+        engine=body.model if body.model in engines else None,
+        tags=_merge_tags(body.tags, tags_header),
+        personalized=body.personalized or _truthy(personalized_header),
+        instructions=body.instructions,
+        normalization=settings.normalization,
+        max_text_chars=settings.max_text_chars,
+    )
+
+
+def native_request(
+    body: TTSBody,
+    settings: Settings,
+    tags_header: str | None = None,
+    personalized_header: str | None = None,
+) -> SpeechRequest:
+    """The `SpeechRequest` for a native `/tts` body."""
+    return SpeechRequest.create(
+        text=body.text,
+        voice=body.voice or settings.default_voice,
+        emotion=body.emotion,
+        speed=body.speed,
+        format=body.format,
+        engine=body.engine,
+        tags=_merge_tags(body.tags, tags_header),
+        personalized=body.personalized or _truthy(personalized_header),
+        instructions=body.instructions,
+        normalization=settings.normalization,
+        max_text_chars=settings.max_text_chars,
+    )
+
+
+def request_from_json(
+    path: str, raw: bytes, settings: Settings, engines: Container[str]
+) -> SpeechRequest:
+    """Parse a raw speech body as the route at `path` would (for the fast lane)."""
+    if path == "/tts":
+        return native_request(TTSBody.model_validate_json(raw), settings)
+    return openai_request(OpenAISpeechBody.model_validate_json(raw), settings, engines)
+
+
 @router.post("/v1/audio/speech", responses=AUDIO_RESPONSES, response_class=Response)
 async def openai_speech(
     body: OpenAISpeechBody,
@@ -105,19 +161,7 @@ async def openai_speech(
     x_personalized: PersonalizedHeader = None,
 ) -> Response:
     """OpenAI-compatible speech synthesis, cached."""
-    request = SpeechRequest.create(
-        text=body.input,
-        voice=body.voice,
-        emotion=body.emotion,
-        speed=body.speed,
-        format=body.response_format,
-        engine=body.model if body.model in gateway.engines else None,
-        tags=_merge_tags(body.tags, x_cache_tags),
-        personalized=body.personalized or _truthy(x_personalized),
-        instructions=body.instructions,
-        normalization=settings.normalization,
-        max_text_chars=settings.max_text_chars,
-    )
+    request = openai_request(body, settings, gateway.engines, x_cache_tags, x_personalized)
     result = await gateway.speak(request, tenant=tenant, control=CacheControl.parse(cache_control))
     return audio_response(result)
 
@@ -133,18 +177,6 @@ async def native_tts(
     x_personalized: PersonalizedHeader = None,
 ) -> Response:
     """Native speech synthesis, cached."""
-    request = SpeechRequest.create(
-        text=body.text,
-        voice=body.voice or settings.default_voice,
-        emotion=body.emotion,
-        speed=body.speed,
-        format=body.format,
-        engine=body.engine,
-        tags=_merge_tags(body.tags, x_cache_tags),
-        personalized=body.personalized or _truthy(x_personalized),
-        instructions=body.instructions,
-        normalization=settings.normalization,
-        max_text_chars=settings.max_text_chars,
-    )
+    request = native_request(body, settings, x_cache_tags, x_personalized)
     result = await gateway.speak(request, tenant=tenant, control=CacheControl.parse(cache_control))
     return audio_response(result)
