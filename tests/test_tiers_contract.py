@@ -1,5 +1,6 @@
 """One contract every cache tier honours. Each backend is a parameter of the `tier` fixture;
-real servers back the shared tiers (see `tier_factories`)."""
+real servers back the shared tiers: their factories take the session's servers from the
+fixtures of `tests/fixtures_servers.py` through `request.getfixturevalue`."""
 
 from __future__ import annotations
 
@@ -9,22 +10,59 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import MotoS3Server, RedisCluster
 from voicecache.tiers import DiskTier, Entry, EntryMeta, MemoryTier, Tier
 from voicecache.tiers.base import checksum
+from voicecache.tiers.redis import RedisTier
+from voicecache.tiers.s3 import S3Tier
 
-TierFactory = Callable[[Path], Awaitable[Tier]]
+TierFactory = Callable[[pytest.FixtureRequest, Path], Awaitable[Tier]]
 
 
-async def _memory(_: Path) -> Tier:
+async def _memory(request: pytest.FixtureRequest, root: Path) -> Tier:
     return MemoryTier(64 * 1024 * 1024, "lru")
 
 
-async def _disk(root: Path) -> Tier:
+async def _disk(request: pytest.FixtureRequest, root: Path) -> Tier:
     return DiskTier(root / "disk", 64 * 1024 * 1024)
 
 
-# Shared tiers add themselves here (see tests for redis and s3).
-TIER_FACTORIES: dict[str, TierFactory] = {"memory": _memory, "disk": _disk}
+async def _redis(request: pytest.FixtureRequest, root: Path) -> Tier:
+    return RedisTier(request.getfixturevalue("redis_url"), timeout=2.0)
+
+
+async def _redis_cluster(request: pytest.FixtureRequest, root: Path) -> Tier:
+    cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+    cluster.flushall()
+    return RedisTier(cluster.url, cluster=True, timeout=2.0)
+
+
+async def _s3(request: pytest.FixtureRequest, root: Path) -> Tier:
+    bucket: str = request.getfixturevalue("s3_bucket")
+    server: MotoS3Server = request.getfixturevalue("s3_server")
+    return S3Tier(
+        bucket,
+        prefix="contract",
+        endpoint_url=server.endpoint_url,
+        region=server.region,
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+    )
+
+
+TIER_FACTORIES: dict[str, TierFactory] = {
+    "memory": _memory,
+    "disk": _disk,
+    "redis": _redis,
+    "redis-cluster": _redis_cluster,
+    "s3": _s3,
+}
+# Tiers backed by a real server carry its marker (`pytest -m "not redis"` skips them).
+TIER_MARKS = {
+    "redis": pytest.mark.redis,
+    "redis-cluster": pytest.mark.redis,
+    "s3": pytest.mark.s3,
+}
 
 
 def make_entry(key: str, data: bytes, *, expires_at: float | None = 2e9, **extra: object) -> Entry:
@@ -46,10 +84,15 @@ def make_entry(key: str, data: bytes, *, expires_at: float | None = 2e9, **extra
     return Entry(data, meta)
 
 
-@pytest.fixture(params=sorted(TIER_FACTORIES))
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=[TIER_MARKS[name]] if name in TIER_MARKS else [])
+        for name in sorted(TIER_FACTORIES)
+    ]
+)
 async def tier(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Tier]:
     factory = TIER_FACTORIES[request.param]
-    made = await factory(tmp_path)
+    made = await factory(request, tmp_path)
     yield made
     await made.aclose()
 

@@ -38,7 +38,40 @@ def _disk(settings: Settings) -> Tier:
     return DiskTier(settings.cache_dir, settings.disk_bytes)
 
 
-TIER_BUILDERS: dict[str, Callable[[Settings], Tier]] = {"memory": _memory, "disk": _disk}
+def _redis(settings: Settings) -> Tier:
+    from voicecache.circuit import CircuitBreaker
+    from voicecache.tiers.redis import RedisTier
+
+    if not settings.redis_url:
+        raise ConfigError("tier 'redis' needs VOICECACHE_REDIS_URL (redis://host:6379/0)")
+    return RedisTier(
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        prefix=settings.redis_prefix,
+        timeout=settings.redis_timeout,
+        breaker=CircuitBreaker(failures=3, cooldown=settings.redis_breaker_cooldown),
+    )
+
+
+def _s3(settings: Settings) -> Tier:
+    from voicecache.tiers.s3 import S3Tier
+
+    if not settings.s3_bucket:
+        raise ConfigError("tier 's3' needs VOICECACHE_S3_BUCKET")
+    return S3Tier(
+        settings.s3_bucket,
+        prefix=settings.s3_prefix,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+    )
+
+
+TIER_BUILDERS: dict[str, Callable[[Settings], Tier]] = {
+    "memory": _memory,
+    "disk": _disk,
+    "redis": _redis,
+    "s3": _s3,
+}
 
 
 def build_tiers(settings: Settings) -> list[Tier]:

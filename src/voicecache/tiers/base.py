@@ -157,5 +157,12 @@ class Tier(ABC):
         if entry is not None:
             await self.set(entry_id, Entry(entry.data, meta))
 
+    async def find(self, *, voice: str | None = None, tag: str | None = None) -> list[str] | None:
+        """Ids of entries with this voice and/or tag (both: entries with both), from an index.
+
+        None means "not indexed here": the caller scans instead. Tiers with an index (Redis)
+        may return ids that have expired or been evicted since; callers tolerate those."""
+        return None
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections, files and threads."""
