@@ -18,6 +18,7 @@ from voicecache.engines import build_engines
 from voicecache.engines.base import SynthesisJob
 from voicecache.engines.emotivoice import EmotiVoiceEngine
 from voicecache.engines.openai import OpenAIEngine
+from voicecache.engines.resilience import ResilientEngine
 from voicecache.errors import EngineError
 
 EMOTIVOICE_FIELDS = {"input", "voice", "prompt", "language", "model", "response_format", "speed"}
@@ -282,7 +283,8 @@ options = {{ derive_speed = true, emotion_prompts = {{ happy = "开心" }} }}
 """
     )
     engines = build_engines(Settings.load(config))
-    kokoro, ev = engines["kokoro"], engines["ev"]
+    assert all(isinstance(engines[n], ResilientEngine) for n in ("kokoro", "ev"))
+    kokoro, ev = engines["kokoro"].inner, engines["ev"].inner  # type: ignore[attr-defined]
     assert isinstance(kokoro, OpenAIEngine) and isinstance(ev, EmotiVoiceEngine)
     assert kokoro.model_version == "kokoro-v1.0" and kokoro.model == "tts-1-hd"
     assert kokoro.accepts_voice("af_bella") and not kokoro.accepts_voice("alloy")

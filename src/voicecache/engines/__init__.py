@@ -2,7 +2,8 @@
 the configured ones from settings.
 
 Engine kinds register a builder in `ENGINE_BUILDERS`; remote engines import their HTTP client
-lazily so the embedded default starts without them.
+lazily so the embedded default starts without them, and `build_engines` wraps every engine
+that is not in-process in `ResilientEngine` (timeouts, retries, breaker, back-pressure).
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from typing import Any
 from voicecache.config import EngineConfig, Settings
 from voicecache.engines.base import Engine, Reference, SynthesisJob, VoiceInfo
 from voicecache.engines.espeak import EspeakEngine
+from voicecache.engines.resilience import ResilienceConfig, ResilientEngine
 from voicecache.errors import ConfigError
 
 __all__ = [
     "ENGINE_BUILDERS",
     "Engine",
     "Reference",
+    "ResilientEngine",
     "SynthesisJob",
     "VoiceInfo",
     "build_engines",
@@ -94,6 +97,10 @@ def _openai(name: str, config: EngineConfig, settings: Settings) -> Engine:
     )
 
 
+# Kinds that run inside this process: no network to fail, so no retries or breaker (eSpeak
+# already serializes its calls on one thread).
+IN_PROCESS_KINDS = frozenset({"espeak"})
+
 ENGINE_BUILDERS: dict[str, Callable[[str, EngineConfig, Settings], Engine]] = {
     "espeak": _espeak,
     "emotivoice": _emotivoice,
@@ -108,7 +115,11 @@ def build_engines(settings: Settings) -> dict[str, Engine]:
         builder = ENGINE_BUILDERS.get(config.kind)
         if builder is None:
             raise ConfigError(f"engine {name!r}: unknown kind {config.kind!r}")
-        engines[name] = builder(name, config, settings)
+        engine = builder(name, config, settings)
+        if config.kind not in IN_PROCESS_KINDS:
+            # Every call to a remote engine goes through the one resilience layer.
+            engine = ResilientEngine(engine, ResilienceConfig.from_engine_config(config))
+        engines[name] = engine
     if settings.engine not in engines:
         raise ConfigError(
             f"VOICECACHE_ENGINE={settings.engine!r} is not configured; "
