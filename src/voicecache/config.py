@@ -172,6 +172,7 @@ class Settings(BaseSettings):
     # -- voices and security ---------------------------------------------------------------
     master_key: str | None = None
     master_key_file: Path | None = None
+    master_key_previous: str | None = None  # during `keys rotate`: the old key, still readable
     keys_file: Path | None = None
     allow_anonymous: bool = False
     max_upload_bytes: int = 10 * 1024 * 1024

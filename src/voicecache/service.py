@@ -10,10 +10,12 @@ import time
 from collections.abc import Callable
 
 from voicecache.config import Settings
+from voicecache.crypto import Keyring
 from voicecache.engines import build_engines
 from voicecache.gateway import Gateway
 from voicecache.policy import Policy
 from voicecache.tiers import TieredCache, build_tiers
+from voicecache.voices import VoiceRegistry, VoiceStore
 
 
 def build_gateway(settings: Settings, clock: Callable[[], float] = time.time) -> Gateway:
@@ -31,6 +33,19 @@ def build_gateway(settings: Settings, clock: Callable[[], float] = time.time) ->
         default_engine=settings.engine,
         cache=cache,
         policy=policy,
+        voices=build_voices(settings, clock),
         storage_codec=settings.storage_codec,
         clock=clock,
     )
+
+
+def build_voices(settings: Settings, clock: Callable[[], float] = time.time) -> VoiceRegistry:
+    """The voice registry: encrypted samples under `data_dir/voices/`."""
+    store = VoiceStore(
+        settings.data_dir / "voices",
+        Keyring.from_settings(settings),
+        max_upload_bytes=settings.max_upload_bytes,
+        max_upload_seconds=settings.max_upload_seconds,
+        clock=clock,
+    )
+    return VoiceRegistry(store, default_voice=settings.default_voice)

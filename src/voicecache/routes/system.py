@@ -1,4 +1,4 @@
-"""Health and discovery: `GET /healthz` and the engine's built-in voices."""
+"""Health: `GET /healthz` (voices moved to `routes/voices.py`)."""
 
 from __future__ import annotations
 
@@ -22,21 +22,4 @@ async def healthz(gateway: GatewayDep) -> dict[str, Any]:
             for name, engine in gateway.engines.items()
         },
         "tiers": [tier.name for tier in gateway.cache.tiers],
-    }
-
-
-@router.get("/v1/voices")
-async def list_voices(gateway: GatewayDep) -> dict[str, Any]:
-    """Built-in voices and emotions of every configured engine."""
-    return {
-        "default_engine": gateway.default_engine,
-        "engines": {
-            name: {
-                "voices": [
-                    {"id": v.id, "name": v.name, "language": v.language} for v in engine.voices()
-                ],
-                "emotions": list(engine.emotions()),
-            }
-            for name, engine in gateway.engines.items()
-        },
     }
