@@ -412,17 +412,15 @@ async def erase_cached_audio(
     """Delete every cached entry made with `voice_id` (except those of `keep_version`, after
     a replacement) from every tier.
 
-    Uses a tier's `find(voice=...)` index where it has one, else scans its headers. Returns
+    Uses a tier's `find(voice=...)` index where it has one (Redis), else scans its headers. Returns
     entries and bytes erased per tier. A failing tier is reported with `errors: 1` rather than
     failing the erasure of the others."""
     report: dict[str, dict[str, int]] = {}
     for tier in cache.tiers:
         erased = {"entries": 0, "bytes": 0, "errors": 0}
         try:
-            finder = getattr(tier, "find", None)
-            if finder is not None and keep_version is None:
-                ids = [entry_id async for entry_id in _aiter_ids(finder(voice=voice_id))]
-            else:
+            ids = await tier.find(voice=voice_id) if keep_version is None else None
+            if ids is None:  # no index in this tier: scan its headers
                 ids = [
                     entry_id
                     async for entry_id, meta in tier.scan()
@@ -436,13 +434,3 @@ async def erase_cached_audio(
             erased["errors"] += 1
         report[tier.name] = erased
     return report
-
-
-async def _aiter_ids(found: Any) -> Any:
-    """`find` may return an async iterator of ids or of (id, meta) pairs, or an awaitable list."""
-    if hasattr(found, "__aiter__"):
-        async for item in found:
-            yield item[0] if isinstance(item, tuple) else item
-        return
-    for item in await found:
-        yield item[0] if isinstance(item, tuple) else item
