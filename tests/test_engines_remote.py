@@ -292,3 +292,29 @@ options = {{ derive_speed = true, emotion_prompts = {{ happy = "开心" }} }}
     assert ev.model_version == "emotivoice-1"
     for engine in engines.values():
         await engine.aclose()
+
+
+def test_derived_speeds_reuse_the_cached_speed_one_render(
+    tmp_path: Path, serve: Callable[..., LiveApp], fake_emotivoice: FakeEngineServer
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        engine="emotivoice",
+        emotivoice_url=fake_emotivoice.url,
+        emotivoice_derive_speed=True,
+    )
+    live = serve(settings)
+    line = {"text": "twelve chars", "voice": "8051"}
+    fast = live.client.post("/tts", json=line | {"speed": 2.0})
+    assert fast.status_code == 200 and fast.headers["x-cache"] == "MISS"
+    assert [r["speed"] for r in fake_emotivoice.controls.requests] == [1.0]
+    normal = live.client.post("/tts", json=line)
+    assert normal.headers["x-cache"] == "HIT"  # the render the fast one was made from
+    slow = live.client.post("/tts", json=line | {"speed": 0.5, "format": "flac"})
+    assert slow.headers["x-cache"] == "MISS"
+    assert fake_emotivoice.controls.calls == 1 and live.engine_calls("emotivoice") == 1
+    assert _duration(fast.content) == pytest.approx(_duration(normal.content) / 2, rel=0.02)
+    assert _duration(slow.content) == pytest.approx(_duration(normal.content) * 2, rel=0.02)
+    assert len({fast.headers["x-cache-key"], normal.headers["x-cache-key"]}) == 2
+    again = live.client.post("/tts", json=line | {"speed": 2.0})
+    assert again.headers["x-cache"] == "HIT" and again.content == fast.content

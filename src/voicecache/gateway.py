@@ -237,7 +237,7 @@ class Gateway:
             if canonical is not None and canonical.fresh:
                 return await self._derive_variant(plan, canonical)
         try:
-            pcm = await self._synthesize(plan)
+            pcm = await self._render(plan)
         except EngineError:
             if stale is not None:
                 return self._result(stale.entry, "STALE", stale.tier)
@@ -255,6 +255,17 @@ class Gateway:
             if entry is not canonical_entry:
                 await self.cache.set(plan.key.variant_id(fmt), entry)
         return self._result(entry, "MISS", None, stored=store)
+
+    async def _render(self, plan: Plan) -> codecs.Audio:
+        """PCM for a miss. Engines that derive speed locally (`Engine.derives_speed`) get
+        their speed-1.0 render of the line served, cached and coalesced like any request,
+        and the other speed is time-stretched from it: one engine call for every speed."""
+        if not plan.engine.derives_speed(plan.job):
+            return await self._synthesize(plan)
+        base_request = replace(plan.request, speed=1.0, format=self.storage_codec)
+        base = await self._serve(await self.plan(base_request, plan.voice.tenant), CacheControl())
+        pcm = await asyncio.to_thread(codecs.decode, base.data, base.format)
+        return await asyncio.to_thread(codecs.time_stretch, pcm, plan.job.speed)
 
     async def _synthesize(self, plan: Plan) -> codecs.Audio:
         started = time.perf_counter()

@@ -73,6 +73,11 @@ class Engine(ABC):
         """Engine-specific inputs that change the audio and so belong in the cache key."""
         return {"instructions": job.instructions} if job.instructions else {}
 
+    def derives_speed(self, job: SynthesisJob) -> bool:
+        """True if this engine makes `job.speed` by stretching its speed-1.0 render locally;
+        the gateway then reuses the cached speed-1.0 audio instead of calling the engine."""
+        return False
+
     @abstractmethod
     async def synthesize(self, job: SynthesisJob) -> Audio:
         """Synthesize `job.text`; raise `EngineError` (or a subclass) on failure."""

@@ -115,9 +115,12 @@ class EmotiVoiceEngine(RemoteEngine):
             "prompt": self.emotion_prompts.get(job.emotion, ""),
             "language": self.language,
         }
-        if self.derive_speed and job.speed != 1.0:
+        if self.derives_speed(job):
             options["derived_speed"] = True
         return options
+
+    def derives_speed(self, job: SynthesisJob) -> bool:
+        return self.derive_speed and job.speed != 1.0
 
     def request_body(self, job: SynthesisJob) -> dict[str, Any]:
         """The JSON sent upstream for `job` (only fields EmotiVoice's model declares)."""
@@ -135,6 +138,7 @@ class EmotiVoiceEngine(RemoteEngine):
 
     async def synthesize(self, job: SynthesisJob) -> Audio:
         audio = await self._post_audio(SPEECH_PATH, self.request_body(job))
-        if self.derive_speed and job.speed != 1.0:
+        if self.derives_speed(job):
+            # Called directly (not through the gateway, which reuses the cached render).
             audio = time_stretch(audio, job.speed)
         return audio

@@ -199,6 +199,9 @@ class ResilientEngine(Engine):
     def key_options(self, job: SynthesisJob) -> dict[str, Any]:
         return self.inner.key_options(job)
 
+    def derives_speed(self, job: SynthesisJob) -> bool:
+        return self.inner.derives_speed(job)
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 
