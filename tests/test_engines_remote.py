@@ -153,8 +153,9 @@ async def test_openai_wire_format(fake_openai: FakeEngineServer) -> None:
 
 
 async def test_openai_flac_and_emotion_instructions(fake_openai: FakeEngineServer) -> None:
-    engine = _openai(
-        fake_openai,
+    engine = OpenAIEngine(
+        base_url=fake_openai.url + "/v1/",  # as OpenAI SDKs spell it
+        api_key=FAKE_OPENAI_KEY,
         model="gpt-4o-mini-tts",
         upstream_format="flac",
         emotion_instructions={"happy": "Sound cheerful."},

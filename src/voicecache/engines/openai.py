@@ -61,6 +61,8 @@ class OpenAIEngine(RemoteEngine):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # OpenAI SDKs take the base URL with `/v1`; accept it either way.
+        base_url = base_url.rstrip("/").removesuffix("/v1")
         super().__init__(
             name=name,
             model_version=model_version,
