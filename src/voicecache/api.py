@@ -21,7 +21,7 @@ from voicecache.config import Settings
 from voicecache.errors import VoicecacheError
 from voicecache.fastlane import FastLane
 from voicecache.gateway import Gateway
-from voicecache.routes import speech, system, voices
+from voicecache.routes import audio, metrics, speech, system, voices
 from voicecache.service import build_gateway
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.include_router(speech.router)
     app.include_router(system.router)
     app.include_router(voices.router)
+    app.include_router(audio.router)
+    app.include_router(metrics.router)
     _install_error_handlers(app)
     # Added first: middleware added after it (authentication, body limits) wraps it and
     # so still runs before it.

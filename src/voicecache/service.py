@@ -13,6 +13,7 @@ from voicecache.config import Settings
 from voicecache.crypto import Keyring
 from voicecache.engines import build_engines
 from voicecache.gateway import Gateway
+from voicecache.metrics import Metrics
 from voicecache.policy import Policy
 from voicecache.tiers import TieredCache, build_tiers
 from voicecache.voices import VoiceRegistry, VoiceStore
@@ -35,6 +36,7 @@ def build_gateway(settings: Settings, clock: Callable[[], float] = time.time) ->
         policy=policy,
         voices=build_voices(settings, clock),
         storage_codec=settings.storage_codec,
+        observer=Metrics(price_per_million_chars=settings.price_per_million_chars),
         clock=clock,
     )
 

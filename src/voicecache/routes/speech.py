@@ -1,7 +1,7 @@
 """Synthesis endpoints: OpenAI's `POST /v1/audio/speech` and the native `POST /tts`.
 
 Both build a `SpeechRequest`, hand it to the gateway and turn the `SpeechResult` into bytes
-with the cache headers. Memory hits usually never reach these handlers: the fast lane in
+with the cache headers (`httpcache.py`). Memory hits usually never reach these handlers: the fast lane in
 `fastlane.py` answers them first.
 """
 
@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Container
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from voicecache.config import Settings
-from voicecache.gateway import SpeechResult
+from voicecache.httpcache import audio_response
 from voicecache.policy import CacheControl
 from voicecache.request import SpeechRequest
 from voicecache.routes.deps import GatewayDep, SettingsDep, TenantDep
@@ -64,20 +64,6 @@ class TTSBody(BaseModel):
     tags: list[str] | None = None
     personalized: bool = False
     instructions: str | None = None
-
-
-def audio_response(result: SpeechResult, cache_control: str | None = None) -> Response:
-    """The audio bytes with voicecache's cache headers."""
-    headers = {
-        "X-Cache": result.status,
-        "X-Cache-Key": result.key,
-        "ETag": result.etag,
-    }
-    if result.tier is not None:
-        headers["X-Cache-Tier"] = result.tier
-    if cache_control is not None:
-        headers["Cache-Control"] = cache_control
-    return Response(content=result.data, media_type=result.content_type, headers=headers)
 
 
 CacheControlHeader = Annotated[str | None, Header(alias="Cache-Control")]
@@ -152,6 +138,7 @@ def request_from_json(
 
 @router.post("/v1/audio/speech", responses=AUDIO_RESPONSES, response_class=Response)
 async def openai_speech(
+    http: Request,
     body: OpenAISpeechBody,
     gateway: GatewayDep,
     settings: SettingsDep,
@@ -163,11 +150,12 @@ async def openai_speech(
     """OpenAI-compatible speech synthesis, cached."""
     request = openai_request(body, settings, gateway.engines, x_cache_tags, x_personalized)
     result = await gateway.speak(request, tenant=tenant, control=CacheControl.parse(cache_control))
-    return audio_response(result)
+    return audio_response(http, result, gateway.clock())
 
 
 @router.post("/tts", responses=AUDIO_RESPONSES, response_class=Response)
 async def native_tts(
+    http: Request,
     body: TTSBody,
     gateway: GatewayDep,
     settings: SettingsDep,
@@ -179,4 +167,4 @@ async def native_tts(
     """Native speech synthesis, cached."""
     request = native_request(body, settings, x_cache_tags, x_personalized)
     result = await gateway.speak(request, tenant=tenant, control=CacheControl.parse(cache_control))
-    return audio_response(result)
+    return audio_response(http, result, gateway.clock())

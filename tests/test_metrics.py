@@ -1,0 +1,94 @@
+"""Prometheus metrics over real HTTP, and the cost of observing a request."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import LiveApp
+from voicecache.config import Settings
+from voicecache.gateway import SpeechResult
+from voicecache.metrics import Metrics
+from voicecache.tiers.base import EntryMeta
+
+TEXT = "Thanks for the follow!"
+
+
+def scrape(live: LiveApp) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """`/metrics` as {(sample name, sorted labels): value}."""
+    response = live.client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def test_requests_characters_cost_and_tiers_are_counted(
+    serve: Callable[..., LiveApp], settings: Settings
+) -> None:
+    live = serve(settings.model_copy(update={"price_per_million_chars": 30.0}))
+    for _ in range(3):
+        assert live.client.post("/tts", json={"text": TEXT, "voice": "en"}).status_code == 200
+    assert live.client.post("/tts", json={"text": TEXT, "voice": "nope"}).status_code == 422
+    m = scrape(live)
+
+    def req(result: str, tier: str) -> float:
+        labels = (("engine", "espeak"), ("result", result), ("tier", tier))
+        return m.get(("voicecache_requests_total", labels), 0.0)
+
+    assert req("miss", "none") == 1
+    assert req("hit", "memory") == 2
+    assert req("error", "none") == 1
+    assert m[("voicecache_errors_total", (("type", "UnknownVoice"),))] == 1
+    assert m[("voicecache_request_seconds_count", (("result", "hit"),))] == 2
+    assert m[("voicecache_engine_calls_total", (("engine", "espeak"), ("outcome", "ok")))] == 1
+    assert m[("voicecache_engine_seconds_count", (("engine", "espeak"),))] == 1
+    assert m[("voicecache_characters_total", (("source", "engine"),))] == len(TEXT)
+    assert m[("voicecache_characters_total", (("source", "cache"),))] == 2 * len(TEXT)
+    assert abs(m[("voicecache_cost_saved_total", ())] - 2 * len(TEXT) * 30.0 / 1e6) < 1e-12
+    memory = (("tier", "memory"),)
+    assert m[("voicecache_tier_entries", memory)] >= 1
+    assert m[("voicecache_tier_bytes", memory)] > 10_000
+    assert m[("voicecache_tier_capacity_bytes", memory)] == settings.memory_bytes
+    assert m[("voicecache_evictions_total", memory)] == 0
+    # Canonical FLAC plus the WAV variant, on disk.
+    assert m[("voicecache_tier_entries", (("tier", "disk"),))] == 2
+
+
+def test_each_app_has_its_own_registry_and_circuit_state_is_exposed(
+    serve: Callable[..., LiveApp], settings: Settings, tmp_path: object
+) -> None:
+    first = serve(settings)
+    second = serve(settings.model_copy(update={"data_dir": settings.data_dir / "other"}))
+    first.client.post("/tts", json={"text": TEXT, "voice": "en"})
+    key = (("engine", "espeak"), ("result", "miss"), ("tier", "none"))
+    assert scrape(first)[("voicecache_requests_total", key)] == 1
+    assert ("voicecache_requests_total", key) not in scrape(second)
+    # Resilient engines expose `state`; the metric follows it at scrape time.
+    first.gateway.engines["espeak"].state = "open"  # type: ignore[attr-defined]
+    m = scrape(first)
+    state = "voicecache_engine_circuit_state"
+    assert m[(state, (("engine", "espeak"), ("state", "open")))] == 1
+    assert m[(state, (("engine", "espeak"), ("state", "closed")))] == 0
+
+
+def test_observing_a_hit_costs_microseconds() -> None:
+    metrics = Metrics(price_per_million_chars=15.0)
+    meta = EntryMeta(
+        key="a" * 64, format="wav", sample_rate=22050, duration=1.0, size=5, checksum="c",
+        created=0.0, expires_at=None, stale_until=None, text=TEXT, voice="en", engine="espeak",
+    )  # fmt: skip
+    result = SpeechResult(b"audio", "wav", "a" * 64, "HIT", "memory", meta)
+    rounds = 20_000
+    started = time.perf_counter()
+    for _ in range(rounds):
+        metrics.request_done(result, "espeak", 0.0001)
+    per_call = (time.perf_counter() - started) / rounds
+    print(f"request_done: {per_call * 1e6:.2f} µs")
+    assert per_call < 10e-6
+    assert metrics.totals()["requests"]["hit"] == rounds
