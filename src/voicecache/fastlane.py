@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voicecache.errors import VoicecacheError
 from voicecache.gateway import Gateway, SpeechResult
+from voicecache.httpcache import cache_headers
 from voicecache.request import SpeechRequest
 
 _AUDIO_PATH = re.compile(r"^/v1/audio/([0-9a-f]{64})\.(wav|flac|mp3|opus|pcm)$")
@@ -68,7 +69,7 @@ class FastLane:
             if result is None or result.meta.tenant is not None:
                 await self.app(scope, receive, send)
                 return
-            await self._respond(send, result)
+            await self._respond(send, result, gateway.clock())
             gateway.observer.request_done(result, result.meta.engine, time.perf_counter() - started)
             return
         if method != "POST" or path not in _SPEECH_PATHS or not self._plain(scope):
@@ -88,7 +89,7 @@ class FastLane:
         if resolved is not None:
             result = gateway.memory_hit(resolved[0])
             if result is not None:
-                await self._respond(send, result)
+                await self._respond(send, result, gateway.clock())
                 gateway.observer.request_done(result, resolved[1], time.perf_counter() - started)
                 return
         await self.app(scope, replay, send)
@@ -121,16 +122,9 @@ class FastLane:
         return resolved
 
     @staticmethod
-    async def _respond(send: Send, result: SpeechResult) -> None:
-        headers = [
-            (b"content-type", result.content_type.encode()),
-            (b"content-length", str(len(result.data)).encode()),
-            (b"x-cache", b"HIT"),
-            (b"x-cache-key", result.key.encode()),
-            (b"etag", result.etag.encode()),
-        ]
-        if result.tier is not None:
-            headers.append((b"x-cache-tier", result.tier.encode()))
+    async def _respond(send: Send, result: SpeechResult, now: float) -> None:
+        headers = cache_headers(result, now)
+        headers.append((b"content-length", str(len(result.data)).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": result.data})
 

@@ -1,8 +1,8 @@
 """Synthesis endpoints: OpenAI's `POST /v1/audio/speech` and the native `POST /tts`.
 
 Both build a `SpeechRequest`, hand it to the gateway and turn the `SpeechResult` into bytes
-with the cache headers (`httpcache.py`). Memory hits usually never reach these handlers: the fast lane in
-`fastlane.py` answers them first.
+with the cache headers (`httpcache.py`). Memory hits usually never reach these handlers: the
+fast lane in `fastlane.py` answers them first.
 """
 
 from __future__ import annotations
