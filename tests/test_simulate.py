@@ -53,7 +53,7 @@ def test_ratios_are_probabilities(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         assert 0.0 <= row["object_hit_ratio"] <= 1.0, row
         assert 0.0 <= row["byte_hit_ratio"] <= 1.0, row
-        assert row["seconds"] >= 0.0
+        assert row["seconds"] >= 0.0 and row["cpu_seconds"] >= 0.0
 
 
 def test_belady_bounds_online_policies(simulate: ModuleType, rows: list[dict[str, Any]]) -> None:
