@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from voicecache import audio as codecs
 from voicecache.audio import AudioFormat
@@ -33,6 +33,9 @@ from voicecache.policy import CacheControl, EntryPolicy, Policy
 from voicecache.request import CacheKey, SpeechRequest, build_key
 from voicecache.tiers.base import Entry, EntryMeta, checksum
 from voicecache.tiers.tiered import Lookup, TieredCache
+
+if TYPE_CHECKING:
+    from voicecache.distlock import FillLock
 
 Status = Literal["HIT", "MISS", "COALESCED", "STALE"]
 
@@ -130,6 +133,8 @@ class Gateway:
     observer: GatewayObserver = field(default_factory=NullObserver)
     storage_codec: AudioFormat = "flac"
     clock: Callable[[], float] = time.time
+    # Cross-replica coalescing (distlock.py), wired by service.py when Redis is configured.
+    fill_lock: FillLock | None = None
     _coalescer: Coalescer[SpeechResult] = field(default_factory=Coalescer, init=False)
 
     def __post_init__(self) -> None:
@@ -213,7 +218,7 @@ class Gateway:
                 stale = found
         work_id = variant_id + ("!no-store" if control.no_store else "")
         result, leader = await self._coalescer.run(
-            work_id, lambda: self._fill(plan, control, stale)
+            work_id, lambda: self._fill_shared(plan, control, stale)
         )
         if leader or result.status == "STALE":
             return result
@@ -228,6 +233,41 @@ class Gateway:
             return None
         self._slide(variant_id, found.entry.meta)
         return self._result(found.entry, "HIT", found.tier)
+
+    async def _fill_shared(
+        self, plan: Plan, control: CacheControl, stale: Lookup | None
+    ) -> SpeechResult:
+        """`_fill` under the cross-replica fill lock when one is configured: one replica calls
+        the engine, the others serve what it stored."""
+        if self.fill_lock is None or control.no_cache or control.no_store:
+            return await self._fill(plan, control, stale)
+        acquired = await self.fill_lock.acquire(
+            plan.key.digest, lambda: self._filled_elsewhere(plan)
+        )
+        if acquired.result is not None:
+            return acquired.result
+        try:
+            if acquired.lease is not None:
+                # Another replica may have stored it between our miss and our lock.
+                done = await self._filled_elsewhere(plan)
+                if done is not None:
+                    return done
+            return await self._fill(plan, control, stale)
+        finally:
+            if acquired.lease is not None:
+                await acquired.lease.release()
+
+    async def _filled_elsewhere(self, plan: Plan) -> SpeechResult | None:
+        """The fresh audio another replica stored for `plan`, if any (no engine call)."""
+        fmt = plan.request.format
+        found = await self.cache.get(plan.key.variant_id(fmt))
+        if found is not None and found.fresh:
+            return self._result(found.entry, "COALESCED", found.tier)
+        if fmt != self.storage_codec:
+            canonical = await self.cache.get(plan.key.variant_id(self.storage_codec))
+            if canonical is not None and canonical.fresh:
+                return replace(await self._derive_variant(plan, canonical), status="COALESCED")
+        return None
 
     async def _fill(self, plan: Plan, control: CacheControl, stale: Lookup | None) -> SpeechResult:
         fmt = plan.request.format

@@ -29,6 +29,11 @@ def build_gateway(settings: Settings, clock: Callable[[], float] = time.time) ->
         rules=settings.ttl_rules,
         clock=clock,
     )
+    fill_lock = None
+    if "redis" in settings.tiers:  # coalesce misses across replicas sharing this Redis
+        from voicecache.distlock import fill_lock_for
+
+        fill_lock = fill_lock_for(cache.tiers, settings.lock_ttl, settings.lock_wait)
     return Gateway(
         engines=engines,
         default_engine=settings.engine,
@@ -38,6 +43,7 @@ def build_gateway(settings: Settings, clock: Callable[[], float] = time.time) ->
         storage_codec=settings.storage_codec,
         observer=Metrics(price_per_million_chars=settings.price_per_million_chars),
         clock=clock,
+        fill_lock=fill_lock,
     )
 
 

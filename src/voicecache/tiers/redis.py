@@ -7,9 +7,9 @@ Layout, with `prefix` = `settings.redis_prefix`:
   (`distlock.py`), in one Cluster slot.
 - `<prefix>:ix:voice:<voice>`, `<prefix>:ix:tag:<tag>` → sorted sets of entry ids scored by
   `stale_until` (+inf when pinned), so purging a voice or a tag reads one set instead of
-  SCANning Redis. Members expire lazily: every write drops members whose score has passed,
-  `delete` removes its own, and readers of `find` tolerate ids that no longer exist (an entry
-  Redis evicted under `maxmemory` leaves its id behind until the next purge deletes it).
+  SCANning Redis. Members are cleaned lazily: every write drops members whose score has
+  passed, `delete` removes its own, and `find` drops members whose entry Redis evicted under
+  `maxmemory` (a stale member costs one EXISTS, never a wrong answer).
 
 Each entry expires in Redis when its grace period ends (`meta.stale_until`); pinned entries
 never expire. Redis's own eviction (`maxmemory` + `allkeys-lru`/`allkeys-lfu`) bounds memory.
@@ -234,7 +234,8 @@ class RedisTier(Tier):
     async def find(self, *, voice: str | None = None, tag: str | None = None) -> list[str] | None:
         """Ids of entries with this voice and/or tag, from the index sets (no SCAN).
 
-        May include ids that have since expired or been evicted; callers tolerate those."""
+        Members whose entry is gone (evicted by Redis, or expired) are dropped from the index
+        on the way, so the answer lists live entries only, bar races with concurrent writers."""
         indexes = []
         if voice is not None:
             indexes.append(self.index_key("voice", voice))
@@ -251,8 +252,23 @@ class RedisTier(Tier):
             results = await pipe.execute()
             return [{m.decode() if isinstance(m, bytes) else m for m in r} for r in results]
 
-        sets = await self.guard("find", read)
-        return sorted(set.intersection(*sets))
+        candidates = sorted(set.intersection(*await self.guard("find", read)))
+        alive: list[str] = []
+        for start in range(0, len(candidates), _SCAN_BATCH):
+            batch = candidates[start : start + _SCAN_BATCH]
+
+            async def exists(batch: list[str] = batch) -> list[int]:
+                pipe = self.client.pipeline(transaction=False)
+                for entry_id in batch:
+                    pipe.exists(self.key(entry_id))
+                return list(await pipe.execute())
+
+            found = await self.guard("find", exists)
+            alive += [entry_id for entry_id, hit in zip(batch, found, strict=True) if hit]
+            gone = [entry_id for entry_id, hit in zip(batch, found, strict=True) if not hit]
+            for entry_id in gone:
+                await self._unindex(entry_id, indexes)
+        return alive
 
     async def scan(self) -> AsyncIterator[tuple[str, EntryMeta]]:
         """Every entry under the prefix (SCAN on each master for a cluster)."""
