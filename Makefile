@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DEBIAN_TEST_PACKAGES := redis-server redis-tools
+# Only `make bench` needs these (nginx as the static-file reference, wrk as load generator).
+DEBIAN_BENCH_PACKAGES := nginx-light wrk
 
-.PHONY: run test install lint format bench clean system-deps
+.PHONY: run test install lint format bench bench-deps clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +42,14 @@ lint: install
 format: install
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
+
+bench-deps:
+	@$(MAKE) --no-print-directory system-deps DEBIAN_TEST_PACKAGES="$(DEBIAN_BENCH_PACKAGES)"
+
+# All benchmark scenarios, side by side, in one run (< 15 minutes on 2 cores):
+# writes benchmarks/REPORT.md, REPORT.json and plots/.
+bench: install system-deps bench-deps
+	$(BIN)/python -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test-artifacts

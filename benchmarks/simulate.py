@@ -291,13 +291,15 @@ def _simulate_job(job: tuple[Trace, float, str]) -> dict[str, Any]:
     return simulate(*job)
 
 
-def run(quick: bool, jobs: int = 1) -> list[dict[str, Any]]:
+def run(quick: bool, jobs: int = 1, scale: Scale | None = None) -> list[dict[str, Any]]:
     """Simulate every trace x cache size x policy; one dict per combination.
 
     Keys: trace, cache_fraction, cache_bytes, policy, requests, object_hit_ratio,
     byte_hit_ratio, seconds (wall), cpu_seconds. ``jobs`` > 1 spreads the work over processes.
+    ``scale`` overrides the quick/full sizes (``make bench`` uses a smaller one to fit its
+    budget).
     """
-    scale = QUICK if quick else FULL
+    scale = scale or (QUICK if quick else FULL)
     work = [
         (trace, fraction, policy)
         for trace in make_traces(scale)

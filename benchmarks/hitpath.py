@@ -1,0 +1,508 @@
+"""Scenario 3, the hit path against the physical limit: voicecache cache hits beside nginx
+serving the very same bytes as a static file, on the same machine, in the same run.
+
+For each worker count (1, 2) nginx (Debian ``nginx-light``, ``sendfile on``, ``tcp_nopush
+off``) and a voicecache gateway per tier (memory, disk, and Redis when that tier is on main)
+run side by side. wrk measures, in rounds that alternate between the servers so that drift on
+a shared machine hits them alike: nginx ``GET`` of the file, voicecache ``GET
+/v1/audio/{key}.wav`` and ``POST /tts`` (a Lua script sends the JSON body), each at 1 and 32
+connections. With 1 worker, servers run on core 0 and wrk on core 1; with 2 workers the
+servers get both cores and wrk shares them. Any non-2xx answer invalidates a measurement (wrk
+counts a 403 or 404 as throughput otherwise).
+
+Finally py-spy samples the 1-worker memory-tier gateway under ``POST /tts`` load and the
+profile is summarized by layer and by function.
+
+Usage: ``python -m benchmarks.hitpath [--quick] [--out FILE.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import _harness as h
+
+TEXT = "Victory is ours, well played everyone!"
+TTS_BODY = {"text": TEXT, "voice": "en", "format": "wav"}
+
+
+@dataclass(frozen=True)
+class Params:
+    workers: tuple[int, ...]
+    connections: tuple[int, ...]
+    tiers: tuple[str, ...]
+    seconds: float
+    rounds: int
+    profile_seconds: float
+
+
+FULL = Params(
+    workers=(1, 2),
+    connections=(1, 32),
+    tiers=("memory", "disk", "redis"),
+    seconds=3.0,
+    rounds=2,
+    profile_seconds=6.0,
+)
+QUICK = Params(
+    workers=(1,),
+    connections=(32,),
+    tiers=("memory",),
+    seconds=1.0,
+    rounds=1,
+    profile_seconds=0.0,
+)
+
+
+# -- wrk ---------------------------------------------------------------------------------------
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not match:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_wrk(output: str) -> dict[str, Any]:
+    """Requests/s, p50/p99 latency (ms), requests, non-2xx and socket errors from wrk output."""
+    rps = re.search(r"Requests/sec:\s*([\d.]+)", output)
+    requests = re.search(r"(\d+) requests in", output)
+    p50 = re.search(r"^\s*50%\s+(\S+)", output, re.MULTILINE)
+    p99 = re.search(r"^\s*99%\s+(\S+)", output, re.MULTILINE)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", output)
+    errors = re.search(
+        r"Socket errors:\s*connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    if not (rps and requests and p50 and p99):
+        raise ValueError(f"unexpected wrk output:\n{output}")
+    return {
+        "rps": float(rps.group(1)),
+        "requests": int(requests.group(1)),
+        "p50_ms": _ms(p50.group(1)),
+        "p99_ms": _ms(p99.group(1)),
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": sum(int(g) for g in errors.groups()) if errors else 0,
+    }
+
+
+def wrk(
+    url: str, connections: int, seconds: float, script: Path | None, cores: str | None
+) -> dict[str, Any]:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
+    done = subprocess.run(
+        h.pinned([*command, url], cores),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=seconds + 30,
+    )
+    result = parse_wrk(done.stdout)
+    result["valid"] = result["non_2xx"] == 0 and result["requests"] > 0
+    return result
+
+
+def _post_script(directory: Path) -> Path:
+    script = directory / "post.lua"
+    body = json.dumps(TTS_BODY).replace("\\", "\\\\").replace("'", "\\'")
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = '{body}'\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    return script
+
+
+# -- nginx ------------------------------------------------------------------------------------
+
+
+def start_nginx(root: Path, workers: int, cores: str | None) -> tuple[h.Process, str]:
+    """nginx serving ``root`` (world-readable, so its unprivileged workers can read it)."""
+    port = h.free_port()
+    conf_dir = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
+    conf = conf_dir / "nginx.conf"
+    conf.write_text(
+        f"""
+worker_processes {workers};
+daemon off;
+pid {conf_dir}/nginx.pid;
+error_log {conf_dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush off;
+    tcp_nodelay on;
+    keepalive_requests 10000000;
+    keepalive_timeout 75s;
+    types {{ audio/wav wav; }}
+    default_type application/octet-stream;
+    client_body_temp_path {conf_dir}/body;
+    server {{
+        listen {h.LOOPBACK}:{port};
+        root {root};
+        location / {{ }}
+    }}
+}}
+"""
+    )
+    process = h.Process("nginx", h.pinned(["nginx", "-c", str(conf), "-p", str(conf_dir)], cores))
+    process.start()
+    url = f"http://{h.LOOPBACK}:{port}"
+    process.wait_http(url + "/")
+    return process, url
+
+
+# -- profile ----------------------------------------------------------------------------------
+
+
+_LAYERS = (
+    ("voicecache fast lane", "voicecache/fastlane.py"),
+    ("voicecache", "/voicecache/"),
+    ("FastAPI", "/fastapi/"),
+    ("Starlette", "/starlette/"),
+    ("pydantic", "/pydantic"),
+    ("uvicorn (httptools protocol)", "/uvicorn/"),
+    ("asyncio event loop", "/asyncio/"),
+)
+
+
+def _layer(frame: str) -> str:
+    for name, needle in _LAYERS:
+        if needle in frame:
+            return name
+    return "other (stdlib, json, …)"
+
+
+def profile(pid: int, seconds: float, directory: Path) -> dict[str, Any]:
+    """py-spy samples of ``pid``: share of samples by layer (leaf frame) and top functions."""
+    out = directory / "profile.txt"
+    command = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds))]
+    command += ["--rate", "250", "--format", "raw", "--output", str(out), "--nonblocking"]
+    done = subprocess.run(
+        command, capture_output=True, text=True, check=False, timeout=seconds + 30
+    )
+    if done.returncode != 0 or not out.exists():
+        return {"error": (done.stderr or done.stdout).strip()[-300:]}
+    layers: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in out.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        leaf = frames[-1]
+        leaves[_short(leaf)] += count
+        layers[_layer(leaf)] += count
+        for name in {_short(f) for f in frames if "/voicecache/" in f}:
+            inclusive[name] += count
+    return {
+        "samples": total,
+        "layers": [(name, n / total) for name, n in layers.most_common()] if total else [],
+        "top_self": [(name, n / total) for name, n in leaves.most_common(12)] if total else [],
+        "voicecache_inclusive": [(name, n / total) for name, n in inclusive.most_common(10)]
+        if total
+        else [],
+    }
+
+
+def _short(frame: str) -> str:
+    """``handle (/x/site-packages/uvicorn/protocols/http/httptools_impl.py:123)`` →
+    ``handle (uvicorn/protocols/http/httptools_impl.py)``."""
+    match = re.match(r"(.*) \((.*?):\d+\)$", frame)
+    if not match:
+        return frame
+    function, path = match.groups()
+    for marker in ("site-packages/", "/src/", "/lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{function} ({path.lstrip('/')})"
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+def _fetch(url: str, data: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def run(quick: bool = False, params: Params | None = None) -> dict[str, Any]:
+    p = params or (QUICK if quick else FULL)
+    missing = [tool for tool in ("nginx", "wrk") if not h.have(tool)]
+    if missing:
+        return {"skipped": f"{' and '.join(missing)} not installed (run `make bench-deps`)"}
+    tiers = [t for t in p.tiers if t in h.available_tiers()]
+    skipped_tiers = [t for t in p.tiers if t not in tiers]
+    redis = None
+    work = Path(tempfile.mkdtemp(prefix="bench-hitpath-"))
+    os.chmod(work, 0o755)
+    script = _post_script(work)
+    runs: list[dict[str, Any]] = []
+    checks: dict[str, Any] = {}
+    prof: dict[str, Any] = {}
+    try:
+        if "redis" in tiers:
+            from tests.servers import RedisServer
+
+            redis = RedisServer().start()
+        for workers in p.workers:
+            server_cores = h.SERVER_CORES if workers == 1 else h.ALL_CORES
+            client_cores = h.CLIENT_CORES if workers == 1 else h.ALL_CORES
+            for tier in tiers:
+                env = {"VOICECACHE_TIERS": tier}
+                if tier == "redis" and redis is not None:
+                    redis.flushall()
+                    env["VOICECACHE_REDIS_URL"] = redis.url
+                gateway, base = h.start_gateway(env, workers=workers, cores=server_cores)
+                nginx = None
+                try:
+                    status, headers, clip = _fetch(f"{base}/tts", json.dumps(TTS_BODY).encode())
+                    if status != 200:
+                        raise RuntimeError(f"POST /tts answered {status}: {clip[:200]!r}")
+                    key = headers.get("x-cache-key") or headers.get("X-Cache-Key")
+                    path = f"/v1/audio/{key}.wav"
+                    www = work / "www"
+                    (www / "v1" / "audio").mkdir(parents=True, exist_ok=True)
+                    for folder in (www, www / "v1", www / "v1" / "audio"):
+                        os.chmod(folder, 0o755)
+                    target = www / path.lstrip("/")
+                    target.write_bytes(clip)
+                    os.chmod(target, 0o644)
+                    nginx, nginx_url = start_nginx(www, workers, server_cores)
+                    # Warm every worker (each has its own memory tier), then check answers.
+                    if workers > 1:
+                        wrk(f"{base}/tts", 32, 1.0, script, client_cores)
+                    get_status, _, get_body = _fetch(base + path)
+                    n_status, _, n_body = _fetch(nginx_url + path)
+                    checks[f"{tier}/{workers}"] = {
+                        "clip_bytes": len(clip),
+                        "get_status": get_status,
+                        "get_same_bytes": get_body == clip,
+                        "nginx_status": n_status,
+                        "nginx_same_bytes": n_body == clip,
+                    }
+                    h.log(
+                        f"hitpath: {workers} worker(s), tier {tier}: clip {len(clip):,} B, "
+                        f"GET {get_status}, nginx {n_status}"
+                    )
+                    targets = [("nginx", "GET file", nginx_url + path, None)]
+                    if get_status == 200:
+                        targets.append(("voicecache", "GET /v1/audio/{key}.wav", base + path, None))
+                    targets.append(("voicecache", "POST /tts", f"{base}/tts", script))
+                    for round_no in range(p.rounds):
+                        for connections in p.connections:
+                            for server, endpoint, url, lua in targets:
+                                measured = wrk(url, connections, p.seconds, lua, client_cores)
+                                runs.append(
+                                    {
+                                        "workers": workers,
+                                        "tier": tier,
+                                        "connections": connections,
+                                        "server": server,
+                                        "endpoint": endpoint,
+                                        "round": round_no,
+                                        **measured,
+                                    }
+                                )
+                    if workers == 1 and tier == "memory" and p.profile_seconds > 0:
+                        if h.have("py-spy"):
+                            h.log("hitpath: profiling POST /tts memory hits with py-spy")
+                            load = subprocess.Popen(
+                                h.pinned(
+                                    [
+                                        "wrk",
+                                        "-t1",
+                                        "-c32",
+                                        f"-d{round(p.profile_seconds) + 2}s",
+                                        "-s",
+                                        str(script),
+                                        f"{base}/tts",
+                                    ],
+                                    client_cores,
+                                ),
+                                stdout=subprocess.DEVNULL,
+                            )
+                            time.sleep(0.5)
+                            prof = profile(gateway.pid, p.profile_seconds, work)
+                            load.wait()
+                        else:
+                            prof = {"error": "py-spy not installed"}
+                finally:
+                    gateway.stop()
+                    if nginx is not None:
+                        nginx.stop()
+    finally:
+        if redis is not None:
+            redis.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "params": {k: list(v) if isinstance(v, tuple) else v for k, v in p.__dict__.items()},
+        "tiers_not_on_main": skipped_tiers,
+        "checks": checks,
+        "runs": runs,
+        "summary": summarize(runs),
+        "profile": prof,
+    }
+
+
+def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Median over rounds per (workers, tier, connections, endpoint); ratio to nginx measured
+    beside the same gateway."""
+    groups: dict[tuple[int, str, int, str], list[dict[str, Any]]] = {}
+    for run_ in runs:
+        key = (run_["workers"], run_["tier"], run_["connections"], run_["endpoint"])
+        groups.setdefault(key, []).append(run_)
+    rows = []
+    for (workers, tier, connections, endpoint), group in groups.items():
+        nginx = groups.get((workers, tier, connections, "GET file"), [])
+        rps = h.median([g["rps"] for g in group])
+        nginx_rps = h.median([g["rps"] for g in nginx])
+        rows.append(
+            {
+                "workers": workers,
+                "tier": tier,
+                "connections": connections,
+                "endpoint": endpoint,
+                "rps": rps,
+                "p50_ms": h.median([g["p50_ms"] for g in group]),
+                "p99_ms": h.median([g["p99_ms"] for g in group]),
+                "x_nginx": rps / nginx_rps if nginx_rps else float("nan"),
+                "valid": all(g["valid"] for g in group),
+                "non_2xx": sum(g["non_2xx"] for g in group),
+                "rounds": len(group),
+            }
+        )
+    return rows
+
+
+def headline(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The memory-tier rows at 1 worker and 32 connections (the FACTS.md reference setup)."""
+    return [
+        r
+        for r in result.get("summary", [])
+        if r["workers"] == 1 and r["connections"] == 32 and r["tier"] == "memory"
+    ]
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    if "skipped" in result:
+        return f"Not measured: {result['skipped']}.\n"
+    p = result["params"]
+    out = [
+        f"wrk, {p['seconds']:g} s per measurement, median of {p['rounds']} alternating "
+        "round(s); ratio = voicecache req/s ÷ nginx req/s measured in the same round set. "
+        "nginx: `sendfile on; tcp_nopush off; access_log off`.\n"
+    ]
+    if result["tiers_not_on_main"]:
+        out.append(
+            f"Tiers not measured (not on this commit): {', '.join(result['tiers_not_on_main'])}.\n"
+        )
+    rows = [
+        [
+            r["workers"],
+            r["tier"] if r["endpoint"] != "GET file" else f"({r['tier']} round)",
+            r["connections"],
+            "nginx static file" if r["endpoint"] == "GET file" else r["endpoint"],
+            r["rps"],
+            f"{r['p50_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            f"{r['x_nginx']:.2f}",
+            "ok" if r["valid"] else f"**INVALID: {r['non_2xx']} non-2xx**",
+        ]
+        for r in sorted(
+            result["summary"],
+            key=lambda r: (r["workers"], r["connections"], r["tier"], r["endpoint"]),
+        )
+    ]
+    out.append(
+        h.table(
+            [
+                "workers",
+                "tier",
+                "conns",
+                "server / endpoint",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "× nginx",
+                "check",
+            ],
+            rows,
+        )
+    )
+    checks = result["checks"]
+    if checks:
+        out.append(
+            "Same bytes checked before measuring: "
+            + "; ".join(
+                f"{name}: clip {c['clip_bytes']:,} B, GET {c['get_status']}"
+                f"{' same bytes' if c['get_same_bytes'] else ''}, nginx {c['nginx_status']}"
+                f"{' same bytes' if c['nginx_same_bytes'] else ''}"
+                for name, c in checks.items()
+            )
+            + ".\n"
+        )
+    prof = result.get("profile") or {}
+    if prof.get("error"):
+        out.append(f"Profile: not taken ({prof['error']}).\n")
+    elif prof.get("samples"):
+        out.append(
+            f"**Where a memory hit's time goes** (py-spy, {prof['samples']:,} samples of the "
+            "1-worker gateway under `POST /tts` hits at 32 connections; share of busy samples by "
+            "the layer of the innermost Python frame):\n"
+        )
+        out.append(h.table(["layer", "share"], [[n, f"{s:.0%}"] for n, s in prof["layers"]]))
+        out.append("Top functions by self time:\n")
+        out.append(h.table(["function", "self"], [[n, f"{s:.1%}"] for n, s in prof["top_self"]]))
+        out.append("voicecache functions by inclusive time:\n")
+        out.append(
+            h.table(
+                ["function", "inclusive"],
+                [[n, f"{s:.1%}"] for n, s in prof["voicecache_inclusive"]],
+            )
+        )
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    result = run(args.quick)
+    print(render_markdown(result))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
