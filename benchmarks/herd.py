@@ -191,7 +191,14 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"{_ms(result['latency_all'].get('p50'))} / {_ms(result['latency_all'].get('p99'))}",
         ],
     ]
-    return h.table(["", "value"], rows)
+    table = h.table(["", "value"], rows)
+    if result["engine_calls"] > 1:
+        table += (
+            f"\n**{result['engine_calls']} engine calls, not 1**: misses are coalesced within "
+            "each gateway process, and on this commit nothing coalesces them across replicas "
+            "(no shared lock in Redis yet), so every replica called the engine once.\n"
+        )
+    return table
 
 
 def _ms(value: float | None) -> str:
