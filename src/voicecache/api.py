@@ -22,6 +22,7 @@ from voicecache.errors import VoicecacheError
 from voicecache.fastlane import FastLane
 from voicecache.gateway import Gateway
 from voicecache.routes import audio, metrics, speech, system, voices
+from voicecache.security import install_security
 from voicecache.service import build_gateway
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     # Added first: middleware added after it (authentication, body limits) wraps it and
     # so still runs before it.
     app.add_middleware(FastLane, build_request=speech.request_from_json)
+    install_security(app, settings)
     return app
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -32,12 +33,20 @@ from pathlib import Path
 from typing import Any
 
 from voicecache.config import Settings
-from voicecache.errors import ConfigError, Forbidden, Unauthorized
+from voicecache.errors import ConfigError, Forbidden, Unauthorized, VoicecacheError
+
+log = logging.getLogger(__name__)
 
 SCOPES = ("speak", "voices", "admin")
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 KEY_PREFIX = "vck_"
 ANY_KEY = ""  # required_scope's answer for endpoints that need a key but no scope
+
+
+class KeysUnavailable(VoicecacheError):
+    """The keys file cannot be read: refuse requests (fail closed) rather than open up."""
+
+    status_code = 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,10 +132,18 @@ class KeyStore:
             self._stamp, self._by_hash = None, {}
             return
         except OSError as exc:
-            raise ConfigError(f"cannot read keys file {self.path}: {exc.strerror}") from exc
+            raise KeysUnavailable(f"cannot read keys file {self.path}: {exc.strerror}") from exc
         stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         if stamp != self._stamp:
-            self._by_hash = {key.sha256: key for key in self._read()}
+            try:
+                keys = self._read()
+            except ConfigError as exc:
+                if self._stamp is None and not self._by_hash:
+                    raise KeysUnavailable(exc.detail) from exc
+                # A half-edited file: keep serving with the keys we had.
+                log.error("keeping the previous API keys: %s", exc.detail)
+                return
+            self._by_hash = {key.sha256: key for key in keys}
             self._stamp = stamp
 
     @property
@@ -260,7 +277,7 @@ class Authenticator:
         """Authenticate and authorize one request (no rate limits: see `Guard`)."""
         scope = required_scope(method, path)
         if scope is None:
-            return ANONYMOUS if not self.keys.configured else _PUBLIC
+            return _PUBLIC  # never touches the keys file: /healthz answers even if it breaks
         principal = self.authenticate(authorization)
         self.authorize(principal, scope)
         return principal

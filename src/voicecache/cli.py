@@ -201,3 +201,6 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+from voicecache.commands import keys  # noqa: E402,F401

@@ -110,6 +110,15 @@ class NullObserver:
         pass
 
 
+class Admission(Protocol):
+    """May refuse a miss just before the engine is called (e.g. a characters-per-minute
+    rate limit: misses cost money, hits do not)."""
+
+    async def before_engine(self, plan: Plan) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """A request resolved against an engine and a voice: everything needed to fill it."""
@@ -131,6 +140,7 @@ class Gateway:
     policy: Policy
     voices: VoiceResolver = field(default_factory=BuiltinVoices)
     observer: GatewayObserver = field(default_factory=NullObserver)
+    admission: Admission | None = None
     storage_codec: AudioFormat = "flac"
     clock: Callable[[], float] = time.time
     # Cross-replica coalescing (distlock.py), wired by service.py when Redis is configured.
@@ -276,6 +286,8 @@ class Gateway:
             canonical = await self.cache.get(canonical_id)
             if canonical is not None and canonical.fresh:
                 return await self._derive_variant(plan, canonical)
+        if self.admission is not None:
+            await self.admission.before_engine(plan)
         try:
             pcm = await self._render(plan)
         except EngineError:
@@ -406,6 +418,8 @@ class Gateway:
 
     async def aclose(self) -> None:
         await self.cache.aclose()
+        if self.admission is not None:
+            await self.admission.aclose()
         for engine in self.engines.values():
             await engine.aclose()
 

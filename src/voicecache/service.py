@@ -15,6 +15,7 @@ from voicecache.engines import build_engines
 from voicecache.gateway import Gateway
 from voicecache.metrics import Metrics
 from voicecache.policy import Policy
+from voicecache.ratelimit import build_rate_limits
 from voicecache.tiers import TieredCache, build_tiers
 from voicecache.voices import VoiceRegistry, VoiceStore
 
@@ -40,6 +41,7 @@ def build_gateway(settings: Settings, clock: Callable[[], float] = time.time) ->
         cache=cache,
         policy=policy,
         voices=build_voices(settings, clock),
+        admission=build_rate_limits(settings),
         storage_codec=settings.storage_codec,
         observer=Metrics(price_per_million_chars=settings.price_per_million_chars),
         clock=clock,

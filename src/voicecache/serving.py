@@ -31,9 +31,13 @@ def check_bind_is_safe(settings: Settings) -> None:
     """Refuse to serve beyond loopback without API keys unless explicitly allowed."""
     if is_loopback(settings.host) or settings.allow_anonymous:
         return
-    keys_file = settings.keys_file or settings.data_dir / "keys.json"
-    if keys_file.is_file() and keys_file.stat().st_size > 2:
-        return
+    from voicecache.auth import KeyStore, KeysUnavailable, keys_path
+
+    try:
+        if KeyStore(keys_path(settings)).configured:
+            return
+    except KeysUnavailable as exc:
+        raise ConfigError(exc.detail) from exc
     raise ConfigError(
         f"refusing to serve on {settings.host} without API keys: create one with "
         "`voicecache keys add`, or set VOICECACHE_ALLOW_ANONYMOUS=1"

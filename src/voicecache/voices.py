@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from voicecache.crypto import Keyring
+from voicecache.crypto import DecryptionFailed, Keyring
 from voicecache.engines.base import Engine, Reference
 from voicecache.errors import InvalidRequest, NotFound, UnknownVoice
 from voicecache.gateway import BuiltinVoices, ResolvedVoice
@@ -261,25 +261,31 @@ class VoiceStore:
                 directory.rmdir()
         return erased
 
-    def rewrap_all(self) -> tuple[int, int]:
+    def rewrap_all(self) -> tuple[int, int, list[str]]:
         """Re-wrap every sample's data key under the current master key (rotation).
 
-        Returns (re-wrapped, already current). Safe while servers run: each file is replaced
-        atomically and both keys stay readable until the old one is retired."""
+        Returns (re-wrapped, already current, ids that could not be opened). Safe while
+        servers run: each file is replaced atomically and both keys stay readable until the
+        old one is retired."""
         rewrapped = current = 0
+        failed: list[str] = []
         for record in self.all():
             path = self._sample_path(record.id, record.version)
             try:
                 blob = path.read_bytes()
             except FileNotFoundError:
                 continue  # deleted or replaced meanwhile
-            fresh = self.keyring.rewrap(blob, _associated(record.id, record.version))
+            try:
+                fresh = self.keyring.rewrap(blob, _associated(record.id, record.version))
+            except DecryptionFailed:
+                failed.append(record.id)
+                continue
             if fresh is None:
                 current += 1
                 continue
             _atomic_write(path, fresh)
             rewrapped += 1
-        return rewrapped, current
+        return rewrapped, current, failed
 
     def _validate(self, data: bytes) -> Sample:
         return validate_sample(
