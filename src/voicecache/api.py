@@ -21,9 +21,10 @@ from voicecache.config import Settings
 from voicecache.errors import VoicecacheError
 from voicecache.fastlane import FastLane
 from voicecache.gateway import Gateway
-from voicecache.routes import audio, metrics, speech, system, voices
+from voicecache.routes import admin, audio, metrics, speech, system, voices
 from voicecache.security import install_security
 from voicecache.service import build_gateway
+from voicecache.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,11 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.gateway = gateway or build_gateway(settings)
+        sweeper = Sweeper.for_gateway(app.state.gateway, settings.sweep_interval).start()
         try:
             yield
         finally:
+            await sweeper.stop()
             await app.state.gateway.aclose()
 
     app = FastAPI(
@@ -52,6 +55,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.include_router(voices.router)
     app.include_router(audio.router)
     app.include_router(metrics.router)
+    app.include_router(admin.router)
     _install_error_handlers(app)
     # Added first: middleware added after it (authentication, body limits) wraps it and
     # so still runs before it.

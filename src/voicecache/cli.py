@@ -203,4 +203,4 @@ def main() -> None:
         sys.exit(130)
 
 
-from voicecache.commands import keys  # noqa: E402,F401
+from voicecache.commands import keys, purge  # noqa: E402,F401

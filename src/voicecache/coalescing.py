@@ -24,6 +24,10 @@ class Coalescer(Generic[T]):
     def __len__(self) -> int:
         return len(self._inflight)
 
+    def running(self, work_id: str) -> bool:
+        """Whether work for `work_id` is in flight."""
+        return work_id in self._inflight
+
     async def run(self, work_id: str, work: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """Run `work` once for all concurrent callers with `work_id`.
 

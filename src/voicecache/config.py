@@ -78,6 +78,16 @@ class TtlRule(BaseModel):
     def _duration(cls, value: Any) -> Any:
         return None if value is None else parse_duration(value)
 
+    @field_validator("text_regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"text_regex {value!r} is not a valid regex: {exc}") from exc
+        return value
+
 
 class EngineConfig(BaseModel):
     """One named upstream engine (`[engines.NAME]` in TOML)."""

@@ -7,12 +7,18 @@ that is already cached transcodes from the canonical entry without calling the e
 
 Every miss for the same variant in this process is coalesced into one piece of work, which
 calls the engine at most once. When the engine fails and a stale copy is still within its
-grace period, the stale copy is served (stale-if-error).
+grace period, the stale copy is served (stale-if-error); with `stale_while_revalidate` a stale
+copy is served at once and refreshed in the background, one refresh per key.
+
+Purges fence this work (see `tiers/tiered.py`): a fill remembers the cache generation at its
+lookup and does not store audio a purge has covered since; the coalescing id carries the
+generation, so a request arriving after a purge never joins work that started before it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -38,6 +44,8 @@ if TYPE_CHECKING:
     from voicecache.distlock import FillLock
 
 Status = Literal["HIT", "MISS", "COALESCED", "STALE"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +153,9 @@ class Gateway:
     clock: Callable[[], float] = time.time
     # Cross-replica coalescing (distlock.py), wired by service.py when Redis is configured.
     fill_lock: FillLock | None = None
+    stale_while_revalidate: bool = False
     _coalescer: Coalescer[SpeechResult] = field(default_factory=Coalescer, init=False)
+    _refreshes: set[asyncio.Task[object]] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         if self.default_engine not in self.engines:
@@ -218,17 +228,22 @@ class Gateway:
 
     async def _serve(self, plan: Plan, control: CacheControl) -> SpeechResult:
         variant_id = plan.key.variant_id(plan.request.format)
+        since = self.cache.generation
         stale: Lookup | None = None
         if not control.no_cache:
             found = await self.cache.get(variant_id)
             if found is not None:
                 if found.fresh:
-                    self._slide(variant_id, found.entry.meta)
+                    self.note_hit(variant_id, found.entry.meta)
                     return self._result(found.entry, "HIT", found.tier)
                 stale = found
-        work_id = variant_id + ("!no-store" if control.no_store else "")
+        # The generation in the id: work begun before a purge is never joined after it.
+        work_id = f"{variant_id}@{since}" + ("!no-store" if control.no_store else "")
+        if stale is not None and self.stale_while_revalidate:
+            self._refresh(work_id, plan, control, stale, since)
+            return self._result(stale.entry, "STALE", stale.tier)
         result, leader = await self._coalescer.run(
-            work_id, lambda: self._fill_shared(plan, control, stale)
+            work_id, lambda: self._fill_shared(plan, control, stale, since)
         )
         if leader or result.status == "STALE":
             return result
@@ -241,33 +256,33 @@ class Gateway:
         found = self.cache.peek_memory(variant_id)
         if found is None:
             return None
-        self._slide(variant_id, found.entry.meta)
+        self.note_hit(variant_id, found.entry.meta)
         return self._result(found.entry, "HIT", found.tier)
 
     async def _fill_shared(
-        self, plan: Plan, control: CacheControl, stale: Lookup | None
+        self, plan: Plan, control: CacheControl, stale: Lookup | None, since: int
     ) -> SpeechResult:
         """`_fill` under the cross-replica fill lock when one is configured: one replica calls
         the engine, the others serve what it stored."""
         if self.fill_lock is None or control.no_cache or control.no_store:
-            return await self._fill(plan, control, stale)
+            return await self._fill(plan, control, stale, since)
         acquired = await self.fill_lock.acquire(
-            plan.key.digest, lambda: self._filled_elsewhere(plan)
+            plan.key.digest, lambda: self._filled_elsewhere(plan, since)
         )
         if acquired.result is not None:
             return acquired.result
         try:
             if acquired.lease is not None:
                 # Another replica may have stored it between our miss and our lock.
-                done = await self._filled_elsewhere(plan)
+                done = await self._filled_elsewhere(plan, since)
                 if done is not None:
                     return done
-            return await self._fill(plan, control, stale)
+            return await self._fill(plan, control, stale, since)
         finally:
             if acquired.lease is not None:
                 await acquired.lease.release()
 
-    async def _filled_elsewhere(self, plan: Plan) -> SpeechResult | None:
+    async def _filled_elsewhere(self, plan: Plan, since: int) -> SpeechResult | None:
         """The fresh audio another replica stored for `plan`, if any (no engine call)."""
         fmt = plan.request.format
         found = await self.cache.get(plan.key.variant_id(fmt))
@@ -276,16 +291,47 @@ class Gateway:
         if fmt != self.storage_codec:
             canonical = await self.cache.get(plan.key.variant_id(self.storage_codec))
             if canonical is not None and canonical.fresh:
-                return replace(await self._derive_variant(plan, canonical), status="COALESCED")
+                return replace(
+                    await self._derive_variant(plan, canonical, since), status="COALESCED"
+                )
         return None
 
-    async def _fill(self, plan: Plan, control: CacheControl, stale: Lookup | None) -> SpeechResult:
+    def _refresh(
+        self, work_id: str, plan: Plan, control: CacheControl, stale: Lookup, since: int
+    ) -> None:
+        """Refill a stale entry in the background; concurrent stale hits share one refresh."""
+        if self._coalescer.running(work_id):
+            return
+        task = asyncio.ensure_future(
+            self._coalescer.run(work_id, lambda: self._fill_shared(plan, control, stale, since))
+        )
+        self._refreshes.add(task)
+        task.add_done_callback(self._refresh_done)
+
+    def _refresh_done(self, task: asyncio.Task[object]) -> None:
+        self._refreshes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Nobody waits for a background refresh; the next request simply tries again.
+            log.warning("background refresh failed: %s", task.exception())
+
+    def note_hit(self, entry_id: str, meta: EntryMeta) -> None:
+        """Record a cache hit: extends sliding and popular entries' lives by an occasional
+        header touch. Cheap (a dict update), so the fast lane calls it on memory hits too."""
+        if meta.expires_at is None:
+            return
+        updated = self.policy.hit(entry_id, meta)
+        if updated is not None:
+            self.cache.touch(entry_id, updated)
+
+    async def _fill(
+        self, plan: Plan, control: CacheControl, stale: Lookup | None, since: int
+    ) -> SpeechResult:
         fmt = plan.request.format
         canonical_id = plan.key.variant_id(self.storage_codec)
         if fmt != self.storage_codec and not control.no_cache:
             canonical = await self.cache.get(canonical_id)
             if canonical is not None and canonical.fresh:
-                return await self._derive_variant(plan, canonical)
+                return await self._derive_variant(plan, canonical, since)
         if self.admission is not None:
             await self.admission.before_engine(plan)
         try:
@@ -303,9 +349,9 @@ class Gateway:
             else await self._encode(plan, pcm, fmt, decided)
         )
         if store:
-            await self.cache.set(canonical_id, canonical_entry)
+            await self.cache.set(canonical_id, canonical_entry, since)
             if entry is not canonical_entry:
-                await self.cache.set(plan.key.variant_id(fmt), entry)
+                await self.cache.set(plan.key.variant_id(fmt), entry, since)
         return self._result(entry, "MISS", None, stored=store)
 
     async def _render(self, plan: Plan) -> codecs.Audio:
@@ -332,14 +378,14 @@ class Gateway:
         self.observer.engine_call(plan.engine.name, "ok", time.perf_counter() - started, characters)
         return pcm
 
-    async def _derive_variant(self, plan: Plan, canonical: Lookup) -> SpeechResult:
+    async def _derive_variant(self, plan: Plan, canonical: Lookup, since: int) -> SpeechResult:
         """Transcode a cached canonical entry to the requested format and store the variant."""
         fmt = plan.request.format
         source = canonical.entry
         data = await asyncio.to_thread(codecs.transcode, source.data, source.meta.format, fmt)
         meta = _variant_meta(source.meta, fmt, data)
         entry = Entry(data, meta)
-        await self.cache.set(plan.key.variant_id(fmt), entry)
+        await self.cache.set(plan.key.variant_id(fmt), entry, since)
         return self._result(entry, "HIT", canonical.tier)
 
     async def _encode(
@@ -349,9 +395,10 @@ class Gateway:
         now = self.clock()
         expires_at, stale_until = self.policy.expiry(decided, now)
         request = plan.request
+        # max_ttl bounds every extension: sliding and popularity alike.
         max_expires_at = None
-        if decided.sliding and decided.max_ttl is not None:
-            max_expires_at = now + decided.max_ttl
+        if decided.max_ttl is not None and expires_at is not None:
+            max_expires_at = now + max(decided.max_ttl, decided.ttl or 0.0)
         meta = EntryMeta(
             key=plan.key.digest,
             format=fmt,
@@ -378,12 +425,6 @@ class Gateway:
         )
         return Entry(data, meta)
 
-    def _slide(self, entry_id: str, meta: EntryMeta) -> None:
-        if meta.sliding:
-            updated = self.policy.on_hit(meta, self.clock())
-            if updated is not None:
-                self.cache.touch(entry_id, updated)
-
     def _result(
         self, entry: Entry, status: Status, tier: str | None, stored: bool = True
     ) -> SpeechResult:
@@ -397,6 +438,7 @@ class Gateway:
         self, digest: str, fmt: AudioFormat, *, tenant: str | None = None
     ) -> SpeechResult:
         """Stored audio by key, for `GET /v1/audio/{key}.{format}`; never calls an engine."""
+        since = self.cache.generation
         found = await self.cache.get(f"{digest}.{fmt}")
         if found is None or not found.fresh:
             canonical = await self.cache.get(f"{digest}.{self.storage_codec}")
@@ -406,7 +448,7 @@ class Gateway:
                 codecs.transcode, canonical.entry.data, canonical.entry.meta.format, fmt
             )
             entry = Entry(data, _variant_meta(canonical.entry.meta, fmt, data))
-            await self.cache.set(f"{digest}.{fmt}", entry)
+            await self.cache.set(f"{digest}.{fmt}", entry, since)
             found = Lookup(entry, canonical.tier, True)
         meta = found.entry.meta
         if meta.tenant is not None and meta.tenant != tenant:
@@ -417,6 +459,9 @@ class Gateway:
         return sorted(self.engines)
 
     async def aclose(self) -> None:
+        for task in list(self._refreshes):
+            task.cancel()
+        await asyncio.gather(*self._refreshes, return_exceptions=True)
         await self.cache.aclose()
         if self.admission is not None:
             await self.admission.aclose()

@@ -1,8 +1,18 @@
 """Cache policy: how long audio lives, and what a request's `Cache-Control` asks for.
 
 `Policy.resolve` turns a request into an `EntryPolicy` (TTL, pinned, sliding). The gateway
-asks it once per store and once per hit (`on_hit`, for sliding expiry); it never decides
-anything about lifetimes itself.
+asks it once per store and once per hit (`hit`, for sliding expiry and popularity); it never
+decides anything about lifetimes itself.
+
+Lifetimes, in order of precedence:
+
+- A rule (first match wins) or `default_ttl` gives the TTL; `pinned` means no expiry at all.
+- `Cache-Control: max-age=N` can only shorten that TTL (and unpins).
+- `sliding`: each hit moves expiry to `now + ttl`, never past `created + max_ttl`.
+- Popularity: an entry hit `popularity_hits` times in this process lives `popularity_factor`
+  times its TTL (counted from its creation, or from the hit when sliding), still capped by
+  `max_ttl`. The extension is applied once, by one header touch; hits are counted in a
+  bounded in-process table, so a hit costs a dict update and no I/O.
 """
 
 from __future__ import annotations
@@ -32,16 +42,22 @@ class CacheControl:
     def parse(cls, header: str | None) -> CacheControl:
         if not header:
             return cls()
-        directives = [part.strip().lower() for part in header.split(",") if part.strip()]
+        names: set[str] = set()
         max_age: float | None = None
-        for directive in directives:
+        for directive in header.lower().split(","):
             name, _, value = directive.partition("=")
-            if name.strip() == "max-age":
+            name = name.strip()
+            names.add(name)
+            if name == "max-age":
                 try:
-                    max_age = max(0.0, float(value.strip().strip('"')))
+                    seconds = float(value.strip().strip('"'))
                 except ValueError:
-                    max_age = None
-        return cls("no-cache" in directives, "no-store" in directives, max_age)
+                    continue  # a malformed max-age is ignored, as HTTP caches do
+                if seconds == seconds:  # not NaN
+                    # Several max-age directives: the shortest wins (it can only shorten).
+                    seconds = max(0.0, seconds)
+                    max_age = seconds if max_age is None else min(max_age, seconds)
+        return cls("no-cache" in names, "no-store" in names, max_age)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +79,10 @@ class Policy:
         default_ttl: float,
         grace: float,
         rules: Sequence[TtlRule] = (),
+        popularity_hits: int = 0,
+        popularity_factor: float = 1.0,
         clock: Callable[[], float] = time.time,
+        max_tracked: int = 100_000,
     ) -> None:
         self.default_ttl = default_ttl
         self.grace = grace
@@ -71,15 +90,21 @@ class Policy:
         self._patterns = {
             id(rule): re.compile(rule.text_regex) for rule in rules if rule.text_regex
         }
+        # Popularity is off when either knob makes it meaningless.
+        self.popularity_hits = popularity_hits if popularity_factor > 1.0 else 0
+        self.popularity_factor = max(1.0, popularity_factor)
         self.clock = clock
+        self._hits: dict[str, int] = {}
+        self._max_tracked = max_tracked
 
     def resolve(self, request: SpeechRequest, engine: str, control: CacheControl) -> EntryPolicy:
         """The lifetime for audio made for `request` by `engine`."""
         chosen = EntryPolicy(self.default_ttl)
         for rule in self.rules:
             if self._matches(rule, request, engine):
+                ttl = self.default_ttl if rule.ttl is None else rule.ttl
                 chosen = EntryPolicy(
-                    None if rule.pinned else (rule.ttl or self.default_ttl),
+                    None if rule.pinned else ttl,
                     pinned=rule.pinned,
                     sliding=rule.sliding,
                     max_ttl=rule.max_ttl,
@@ -113,14 +138,43 @@ class Policy:
         expires_at = now + decided.ttl
         return expires_at, expires_at + self.grace
 
-    def on_hit(self, meta: EntryMeta, now: float) -> EntryMeta | None:
-        """A new header when a hit should extend the entry's life (sliding TTL), else None."""
-        if not meta.sliding or meta.expires_at is None or meta.ttl is None:
+    def hit(self, entry_id: str, meta: EntryMeta) -> EntryMeta | None:
+        """Count a hit on a stored entry; a new header when its life should be extended
+        (sliding TTL, popularity), else None. Cheap: one dict update for most hits."""
+        if meta.expires_at is None or meta.ttl is None:
+            return None  # pinned: nothing to extend
+        popular = False
+        if self.popularity_hits:
+            hits = self._hits.get(entry_id, 0) + 1
+            if hits > self.popularity_hits:
+                # Already extended (or about to be): stop counting, keep the table small.
+                if not meta.sliding:
+                    return None
+                popular = True
+            else:
+                if len(self._hits) >= self._max_tracked:
+                    # Crude aging: forget everyone's counts rather than grow without bound.
+                    self._hits.clear()
+                self._hits[entry_id] = hits
+                popular = hits == self.popularity_hits
+        if not meta.sliding and not popular:
             return None
-        target = now + meta.ttl
+        return self.on_hit(meta, self.clock(), popular=popular)
+
+    def on_hit(self, meta: EntryMeta, now: float, *, popular: bool = False) -> EntryMeta | None:
+        """A new header when a hit at `now` should extend the entry's life, else None."""
+        if meta.expires_at is None or meta.ttl is None:
+            return None
+        ttl = meta.ttl * (self.popularity_factor if popular else 1.0)
+        if meta.sliding:
+            target = now + ttl
+        elif popular:
+            target = meta.created + ttl
+        else:
+            return None
         if meta.max_expires_at is not None:
             target = min(target, meta.max_expires_at)
-        # Rewriting headers costs I/O in every tier: only slide by meaningful steps.
+        # Rewriting headers costs I/O in every tier: only extend by meaningful steps.
         if target - meta.expires_at < max(1.0, meta.ttl * 0.05):
             return None
         return meta.with_expiry(target, self.grace)

@@ -28,6 +28,8 @@ def build_gateway(settings: Settings, clock: Callable[[], float] = time.time) ->
         default_ttl=settings.default_ttl,
         grace=settings.grace,
         rules=settings.ttl_rules,
+        popularity_hits=settings.popularity_hits,
+        popularity_factor=settings.popularity_factor,
         clock=clock,
     )
     fill_lock = None
@@ -46,6 +48,7 @@ def build_gateway(settings: Settings, clock: Callable[[], float] = time.time) ->
         observer=Metrics(price_per_million_chars=settings.price_per_million_chars),
         clock=clock,
         fill_lock=fill_lock,
+        stale_while_revalidate=settings.stale_while_revalidate,
     )
 
 

@@ -33,6 +33,11 @@ class MemoryTier(Tier):
             self._policy.access(entry_id)
         return entry
 
+    def header(self, entry_id: str) -> EntryMeta | None:
+        """The stored header, without counting an access (purges, sweeps)."""
+        entry = self._entries.get(entry_id)
+        return None if entry is None else entry.meta
+
     async def get(self, entry_id: str) -> Entry | None:
         return self.peek(entry_id)
 
