@@ -319,3 +319,34 @@ def test_derived_speeds_reuse_the_cached_speed_one_render(
     assert len({fast.headers["x-cache-key"], normal.headers["x-cache-key"]}) == 2
     again = live.client.post("/tts", json=line | {"speed": 2.0})
     assert again.headers["x-cache"] == "HIT" and again.content == fast.content
+
+
+def test_openai_client_through_voicecache_to_an_openai_server(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    serve: Callable[..., LiveApp],
+    fake_openai: FakeEngineServer,
+) -> None:
+    from openai import OpenAI
+
+    monkeypatch.setenv("VOICECACHE_ENGINE", "openai")
+    monkeypatch.setenv("VOICECACHE_OPENAI_BASE_URL", fake_openai.url + "/v1")
+    monkeypatch.setenv("VOICECACHE_OPENAI_API_KEY", FAKE_OPENAI_KEY)
+    monkeypatch.setenv("VOICECACHE_OPENAI_MODEL", "gpt-4o-mini-tts")
+    monkeypatch.setenv("VOICECACHE_DATA_DIR", str(tmp_path))
+    live = serve(Settings())
+    client = OpenAI(base_url=live.url + "/v1", api_key="unused-by-voicecache")
+    kwargs = {"model": "gpt-4o-mini-tts", "voice": "shimmer", "input": "Cached for you."}
+    first = client.audio.speech.create(**kwargs, response_format="wav", instructions="Warmly.")
+    second = client.audio.speech.create(**kwargs, response_format="wav", instructions="Warmly.")
+    assert first.content == second.content and sf.info(io.BytesIO(first.content)).samplerate
+    assert fake_openai.controls.calls == 1
+    (body,) = fake_openai.controls.requests
+    assert body == {
+        "model": "gpt-4o-mini-tts",
+        "input": "Cached for you.",
+        "voice": "shimmer",
+        "instructions": "Warmly.",
+        "response_format": "wav",
+        "speed": 1.0,
+    }

@@ -457,3 +457,57 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.01)
+
+
+async def test_upstream_429_is_503_with_retry_after_and_not_retried(
+    fake_openai: FakeEngineServer,
+) -> None:
+    from tests.fixtures_servers import FAKE_OPENAI_KEY
+
+    engine = ResilientEngine(
+        OpenAIEngine(base_url=fake_openai.url, api_key=FAKE_OPENAI_KEY),
+        ResilienceConfig(breaker_failures=1),
+    )
+    fake_openai.controls.update(fail_next_n=1, status_code=429)
+    with pytest.raises(EngineUnavailable) as caught:
+        await engine.synthesize(SynthesisJob("hi", "alloy"))
+    await engine.aclose()
+    assert caught.value.status_code == 503 and caught.value.retry_after == 1.0
+    assert "Rate limit" in caught.value.detail
+    assert fake_openai.controls.calls == 1 and engine.state == "closed"
+
+
+async def test_waiting_for_a_slot_is_bounded(
+    fake_emotivoice: FakeEngineServer, harness: Callable[..., Harness]
+) -> None:
+    h = harness(max_concurrency=1, max_queue=5, queue_timeout=0.1)
+    fake_emotivoice.controls.latency_s = 0.4
+    first = asyncio.create_task(h.engine.synthesize(JOB))
+    await asyncio.sleep(0.05)
+    with pytest.raises(EngineUnavailable) as caught:
+        await h.engine.synthesize(SynthesisJob("waits too long", "8051"))
+    assert "no free slot within 0.1 s" in caught.value.detail
+    assert (await first).duration > 0
+    await h.engine.aclose()
+    assert h.engine.queued == 0 and h.engine.rejected_queue == 1
+
+
+async def test_a_cancelled_probe_frees_the_half_open_slot(
+    fake_emotivoice: FakeEngineServer, harness: Callable[..., Harness]
+) -> None:
+    h = harness(attempts=1, breaker_failures=1, breaker_cooldown=5.0)
+    fake_emotivoice.controls.fail_next_n = 1
+    with pytest.raises(EngineError):
+        await h.engine.synthesize(JOB)
+    h.clock.now += 5.0
+    fake_emotivoice.controls.hang = True
+    probe = asyncio.create_task(h.engine.synthesize(JOB))
+    await asyncio.sleep(0.1)
+    probe.cancel()  # e.g. the client went away
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    fake_emotivoice.controls.hang = False
+    assert h.engine.state == "half_open" and h.engine.in_flight == 0
+    audio = await h.engine.synthesize(JOB)  # the next caller may probe
+    await h.engine.aclose()
+    assert audio.duration > 0 and h.engine.state == "closed"

@@ -224,6 +224,9 @@ class ResilientEngine(Engine):
                 f"and {self.queued} queued",
                 self._queue_retry_after(),
             )
+        if not self._slots.locked():
+            await self._slots.acquire()  # a free slot: returns at once, no timer needed
+            return
         self.queued += 1
         try:
             async with asyncio.timeout(self.config.queue_timeout):
