@@ -204,3 +204,4 @@ def main() -> None:
 
 
 from voicecache.commands import keys, purge  # noqa: E402,F401
+from voicecache.commands import doctor  # noqa: E402,F401
