@@ -194,7 +194,16 @@ class Settings(BaseSettings):
     # -- observability ---------------------------------------------------------------------
     price_per_million_chars: float = 15.0
 
-    @field_validator("default_ttl", "grace", "sweep_interval", mode="before")
+    @field_validator(
+        "default_ttl",
+        "grace",
+        "sweep_interval",
+        "redis_timeout",
+        "redis_breaker_cooldown",
+        "lock_ttl",
+        "lock_wait",
+        mode="before",
+    )
     @classmethod
     def _durations(cls, value: Any) -> Any:
         return parse_duration(value) if isinstance(value, str) else value
