@@ -203,5 +203,4 @@ def main() -> None:
         sys.exit(130)
 
 
-from voicecache.commands import keys, purge  # noqa: E402,F401
-from voicecache.commands import doctor  # noqa: E402,F401
+from voicecache.commands import doctor, keys, purge  # noqa: E402,F401
