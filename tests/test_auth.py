@@ -195,6 +195,14 @@ def test_admin_erases_another_tenants_voice_and_it_is_audited(
     assert deletion["voice"] == voice and deletion["owner"] == "acme"
     assert deletion["tenant"] == "ops" and deletion["by_admin"] is True
 
+    speak(secured, keys["a"])
+    denied = secured.client.delete("/admin/cache?voice=en", headers=bearer(keys["a"]))
+    assert denied.status_code == 403
+    purged = secured.client.delete("/admin/cache?voice=en", headers=bearer(keys["admin"]))
+    assert purged.status_code == 200 and purged.json()["entries"] >= 2
+    last = AuditLog(audit_path(vsettings)).read()[-1]
+    assert last["action"] == "cache.purge" and last["key_id"] and last["filter"] == {"voice": "en"}
+
 
 # -- rate limits -------------------------------------------------------------------------------
 

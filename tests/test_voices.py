@@ -7,9 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 import soundfile as sf
 
 from tests.conftest import LiveApp
+from tests.servers import MotoS3Server
 from tests.voice_samples import master_key, pcm_fingerprints, voice_like
 from voicecache.config import Settings
 from voicecache.crypto import DecryptionFailed, Keyring, MasterKey
@@ -217,3 +219,59 @@ def test_validation_measures_pitch_and_rate_monotonically() -> None:
     fast_high = validate_sample(voice_like(280.0, 6.0), max_bytes=10**7, max_seconds=60)
     assert abs(slow_low.median_pitch_hz - 110) < 5 and abs(fast_high.median_pitch_hz - 280) < 10
     assert slow_low.syllables_per_second < fast_high.syllables_per_second
+
+
+@pytest.mark.redis
+@pytest.mark.s3
+def test_redis_and_s3_never_hold_the_plaintext_and_erasure_reaches_them(
+    serve: Callable[..., LiveApp],
+    vsettings: Settings,
+    redis_url: str,
+    s3_server: MotoS3Server,
+    s3_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    shared = vsettings.model_copy(
+        update={
+            "tiers": ["memory", "disk", "redis", "s3"],
+            "redis_url": redis_url,
+            "s3_bucket": s3_bucket,
+            "s3_endpoint_url": s3_server.endpoint_url,
+            "s3_region": s3_server.region,
+        }
+    )
+    live = serve(shared)
+    sample = voice_like(170.0, 5.0)
+    voice = upload(live, sample).json()
+    for text in ("First line.", "Second line."):
+        assert speak(live, voice["id"], text).status_code == 200
+
+    stored: list[bytes] = []
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for key in client.scan_iter():
+            kind = client.type(key).decode()
+            if kind == "string":
+                stored.append(client.get(key) or b"")
+            elif kind == "hash":
+                stored.extend(client.hgetall(key).values())
+            elif kind == "set":
+                stored.extend(client.smembers(key))
+            elif kind == "zset":
+                stored.extend(client.zrange(key, 0, -1))
+    finally:
+        client.close()
+    s3 = s3_server.client()
+    objects = s3.list_objects_v2(Bucket=s3_bucket).get("Contents", [])
+    stored.extend(s3.get_object(Bucket=s3_bucket, Key=o["Key"])["Body"].read() for o in objects)
+    assert len(objects) == 4 and any(len(blob) > 1000 for blob in stored)
+    for blob in stored:
+        for window in pcm_fingerprints(sample):
+            assert window not in blob
+
+    report = live.client.delete(f"/v1/voices/{voice['id']}").json()
+    assert report["tiers"]["redis"]["entries"] == 4
+    assert report["tiers"]["s3"]["entries"] == 4
+    assert s3.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0

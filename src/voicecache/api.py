@@ -22,6 +22,7 @@ from voicecache.errors import VoicecacheError
 from voicecache.fastlane import FastLane
 from voicecache.gateway import Gateway
 from voicecache.routes import admin, audio, metrics, speech, system, voices
+from voicecache.routes.schemas import COMMON_ERRORS
 from voicecache.security import install_security
 from voicecache.service import build_gateway
 from voicecache.sweeper import Sweeper
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         version=__version__,
         summary="A caching gateway for text-to-speech.",
         lifespan=lifespan,
+        responses=COMMON_ERRORS,  # documents `{"detail": str}` instead of FastAPI's 422 shape
     )
     app.state.settings = settings
     app.include_router(speech.router)

@@ -98,8 +98,13 @@ def serve(
     )
     if config is not None:
         os.environ["VOICECACHE_CONFIG"] = str(config)
+    from voicecache.slowclients import HeaderDeadlineProtocol
+
+    # Slow clients: headers must arrive within client_timeout (HeaderDeadlineProtocol), bodies
+    # too (security middleware, 408); idle keep-alive connections close after 30 s.
     uvicorn.run(
         "voicecache.serving:app_from_environment",
+        http=HeaderDeadlineProtocol,
         factory=True,
         host=settings.host,
         port=settings.port,

@@ -14,8 +14,11 @@ def app_from_environment() -> ASGIApp:
     """uvicorn factory: every worker process builds its app from the environment (and the
     TOML file named by `VOICECACHE_CONFIG`)."""
     from voicecache.api import create_app
+    from voicecache.slowclients import HeaderDeadlineProtocol
 
-    return create_app(Settings())
+    settings = Settings()
+    HeaderDeadlineProtocol.header_timeout = settings.client_timeout
+    return create_app(settings)
 
 
 def is_loopback(host: str) -> bool:

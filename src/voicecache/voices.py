@@ -38,7 +38,9 @@ from voicecache.crypto import DecryptionFailed, Keyring
 from voicecache.engines.base import Engine, Reference
 from voicecache.errors import InvalidRequest, NotFound, UnknownVoice
 from voicecache.gateway import BuiltinVoices, ResolvedVoice
+from voicecache.invalidation import PurgeFilter, purge, purge_tier
 from voicecache.request import VOICE_PATTERN
+from voicecache.tiers.base import EntryMeta
 from voicecache.tiers.tiered import TieredCache
 from voicecache.voice_sample import Sample, decode_sample, validate_sample
 
@@ -412,31 +414,36 @@ class VoiceRegistry:
             del self._references[cache_key]
 
 
+@dataclass(frozen=True, slots=True)
+class _OlderVersions:
+    """Purge scope: a voice's entries except those of its current version."""
+
+    voice: str
+    keep_version: str
+
+    def matches(self, entry_id: str, meta: EntryMeta) -> bool:
+        return meta.voice == self.voice and meta.voice_version != self.keep_version
+
+
 async def erase_cached_audio(
     cache: TieredCache, voice_id: str, keep_version: str | None = None
 ) -> dict[str, dict[str, int]]:
     """Delete every cached entry made with `voice_id` (except those of `keep_version`, after
-    a replacement) from every tier.
-
-    Uses a tier's `find(voice=...)` index where it has one (Redis), else scans its headers. Returns
-    entries and bytes erased per tier. A failing tier is reported with `errors: 1` rather than
-    failing the erasure of the others."""
-    report: dict[str, dict[str, int]] = {}
-    for tier in cache.tiers:
-        erased = {"entries": 0, "bytes": 0, "errors": 0}
+    a replacement) from every tier, through `invalidation`'s purge: it uses a tier's voice
+    index where there is one, and fences fills racing the erasure so none can store the
+    voice's audio again. Returns entries, bytes and errors per tier."""
+    if keep_version is None:
+        report = await purge(cache, PurgeFilter.create(now=cache.clock(), voice=voice_id))
+        results = report.tiers
+    else:
+        scope = _OlderVersions(voice_id, keep_version)
+        record = cache.begin_purge(scope)
         try:
-            ids = await tier.find(voice=voice_id) if keep_version is None else None
-            if ids is None:  # no index in this tier: scan its headers
-                ids = [
-                    entry_id
-                    async for entry_id, meta in tier.scan()
-                    if meta.voice == voice_id and meta.voice_version != keep_version
-                ]
-            for entry_id in ids:
-                freed = await tier.delete(entry_id)
-                erased["entries"] += 1
-                erased["bytes"] += freed
-        except Exception:  # a tier failure must not stop the erasure in the others
-            erased["errors"] += 1
-        report[tier.name] = erased
-    return report
+            done = await asyncio.gather(*(purge_tier(tier, scope) for tier in cache.tiers))
+        finally:
+            cache.end_purge(record)
+        results = {tier.name: result for tier, result in zip(cache.tiers, done, strict=True)}
+    return {
+        name: {"entries": r.entries, "bytes": r.bytes, "errors": int(r.error is not None)}
+        for name, r in results.items()
+    }

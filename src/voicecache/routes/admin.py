@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from voicecache.invalidation import PurgeFilter, purge
 from voicecache.routes.deps import GatewayDep
@@ -18,6 +18,7 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 
 @router.delete("/cache")
 async def purge_cache(
+    request: Request,
     gateway: GatewayDep,
     key: Annotated[str | None, Query(description="A cache key (optionally `.format`)")] = None,
     voice: Annotated[str | None, Query(description="Every entry of this voice")] = None,
@@ -46,4 +47,12 @@ async def purge_cache(
         all_entries=all_entries,
     )
     report = await purge(gateway.cache, flt)
+    audit = getattr(request.app.state, "audit", None)
+    if audit is not None:
+        audit.record(
+            "cache.purge",
+            getattr(request.state, "principal", None),
+            filter=report.filter,
+            entries=report.entries,
+        )
     return report.to_json()

@@ -19,6 +19,7 @@ from voicecache.httpcache import audio_response
 from voicecache.policy import CacheControl
 from voicecache.request import SpeechRequest
 from voicecache.routes.deps import GatewayDep, SettingsDep, TenantDep
+from voicecache.routes.schemas import error_responses
 
 router = APIRouter(tags=["speech"])
 
@@ -27,6 +28,8 @@ AUDIO_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "Audio bytes",
         "content": {"audio/wav": {}, "audio/mpeg": {}, "audio/flac": {}, "audio/pcm": {}},
     },
+    # Unknown or foreign uploaded voice / key (404), engine failures (502-504).
+    **error_responses(404, 502, 503, 504),
 }
 
 

@@ -20,18 +20,13 @@ from pydantic import BaseModel, Field
 from voicecache.auth import ANONYMOUS, Principal
 from voicecache.errors import Forbidden, NotFound, PayloadTooLarge
 from voicecache.routes.deps import GatewayDep, SettingsDep
+from voicecache.routes.schemas import error_responses
 from voicecache.voices import VoiceRecord, VoiceRegistry, erase_cached_audio
 
 router = APIRouter(tags=["voices"])
 
 
-class ErrorOut(BaseModel):
-    detail: str
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 413, 422, 429, 503)
-}
+ERRORS = error_responses(404, 503)
 
 
 class BuiltinVoiceOut(BaseModel):
