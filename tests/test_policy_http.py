@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import LiveApp
+from tests.fixtures_servers import FakeEngineServer
 from tests.test_policy import Clock
 from voicecache.config import Settings, TtlRule
 from voicecache.service import build_gateway
@@ -239,3 +240,62 @@ def test_model_version_bump_makes_the_next_request_a_miss(
 
 def _never() -> EntryMeta:
     raise AssertionError("entry missing from memory")
+
+
+def emotivoice_settings(settings: Settings, url: str, **extra: Any) -> Settings:
+    return settings.model_copy(
+        update={
+            "emotivoice_url": url,
+            "engine": "emotivoice",
+            "default_voice": "8051",
+            "engine_retries": 0,
+            "emotivoice_timeout": 0.5,
+            "default_ttl": 60.0,
+            "grace": 600.0,
+            **extra,
+        }
+    )
+
+
+EMO_LINE = {"text": "欢迎来到直播间", "voice": "8051"}
+
+
+def test_stale_is_served_while_the_engine_is_down_and_not_after_grace(
+    serve: Callable[..., LiveApp], settings: Settings, fake_emotivoice: FakeEngineServer
+) -> None:
+    clock = Clock()
+    live = start(serve, emotivoice_settings(settings, fake_emotivoice.url), clock)
+    fresh = tts(live, EMO_LINE)
+    assert fresh.headers["x-cache"] == "MISS"
+    clock.advance(61)  # expired, within grace
+    fake_emotivoice.controls.update(fail_next_n=1000, status_code=503)
+    stale = tts(live, EMO_LINE)
+    assert stale.headers["x-cache"] == "STALE" and stale.content == fresh.content
+    fake_emotivoice.controls.update(fail_next_n=0, hang=True)  # now it times out instead
+    try:
+        assert tts(live, EMO_LINE).headers["x-cache"] == "STALE"
+    finally:
+        fake_emotivoice.controls.update(hang=False)
+    fake_emotivoice.controls.update(fail_next_n=1000)
+    clock.advance(600)  # past the grace period: never served again
+    gone = live.client.post("/tts", json=EMO_LINE)
+    assert gone.status_code in {502, 503} and "detail" in gone.json()
+    assert fake_emotivoice.controls.calls >= 3
+
+
+def test_stale_while_revalidate_with_the_engine_down_keeps_serving_stale(
+    serve: Callable[..., LiveApp], settings: Settings, fake_emotivoice: FakeEngineServer
+) -> None:
+    clock = Clock()
+    configured = emotivoice_settings(settings, fake_emotivoice.url, stale_while_revalidate=True)
+    live = start(serve, configured, clock)
+    fresh = tts(live, EMO_LINE)
+    clock.advance(61)
+    fake_emotivoice.controls.update(fail_next_n=1000, status_code=500)
+    for _ in range(3):
+        stale = tts(live, EMO_LINE)
+        assert stale.headers["x-cache"] == "STALE" and stale.content == fresh.content
+    wait_for(lambda: fake_emotivoice.controls.calls >= 2)  # the background refreshes failed
+    fake_emotivoice.controls.update(fail_next_n=0)
+    tts(live, EMO_LINE)  # stale once more, and its refresh now succeeds
+    wait_for(lambda: tts(live, EMO_LINE).headers["x-cache"] == "HIT")

@@ -1,0 +1,101 @@
+"""Purges and sweeps across every tier, including a real Redis server and S3 (moto)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.servers import MotoS3Server
+from tests.test_invalidation import CORPUS, NOW, entry, remaining
+from voicecache.invalidation import PurgeFilter, purge
+from voicecache.sweeper import Sweeper
+from voicecache.tiers import DiskTier, MemoryTier, TieredCache
+from voicecache.tiers.redis import RedisTier
+from voicecache.tiers.s3 import S3Tier
+
+pytestmark = [pytest.mark.redis, pytest.mark.s3]
+
+
+@pytest.fixture
+async def cache(
+    tmp_path: Path, redis_url: str, s3_server: MotoS3Server, s3_bucket: str
+) -> AsyncIterator[TieredCache]:
+    tiers = [
+        MemoryTier(1 << 24, "lru"),
+        RedisTier(redis_url, timeout=2.0, clock=lambda: NOW),
+        DiskTier(tmp_path / "disk", 1 << 24),
+        S3Tier(
+            s3_bucket,
+            prefix="purge",
+            endpoint_url=s3_server.endpoint_url,
+            region=s3_server.region,
+            aws_access_key_id=s3_server.access_key,
+            aws_secret_access_key=s3_server.secret_key,
+            clock=lambda: NOW,
+        ),
+    ]
+    made = TieredCache(tiers, clock=lambda: NOW)
+    for name, fields in CORPUS.items():
+        await made.set(*entry(name, **fields))
+    for tier in made.tiers:
+        assert await remaining(tier) == set(CORPUS), tier.name
+    yield made
+    await made.aclose()
+
+
+def scans(redis_url: str) -> int:
+    """SCAN commands the real Redis server has run so far."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        stats: dict[str, Any] = client.info("commandstats")
+    finally:
+        client.close()
+    return int(stats.get("cmdstat_scan", {}).get("calls", 0))
+
+
+@pytest.mark.parametrize(
+    ("conditions", "removed"),
+    [
+        ({"voice": "en"}, {"en-event", "en-plain"}),
+        ({"tag": "event"}, {"en-event", "fr-event"}),
+        ({"voice": "fr", "tag": "story"}, {"fr-event"}),
+    ],
+)
+async def test_purge_by_voice_or_tag_in_every_tier_without_scanning_redis(
+    cache: TieredCache, redis_url: str, conditions: dict[str, str], removed: set[str]
+) -> None:
+    before = scans(redis_url)
+    report = await purge(cache, PurgeFilter.create(now=NOW, **conditions))
+    assert scans(redis_url) == before  # Redis answered from its voice/tag index
+    assert not report.errors
+    for tier in cache.tiers:
+        assert await remaining(tier) == set(CORPUS) - removed, tier.name
+        assert report.tiers[tier.name].entries == len(removed), tier.name
+        assert report.tiers[tier.name].bytes >= 1000 * len(removed), tier.name
+    assert set(report.tiers) == {"memory", "redis", "disk", "s3"}
+
+
+async def test_purge_by_age_and_expiry_scans_every_tier(cache: TieredCache) -> None:
+    old = await purge(cache, PurgeFilter.create(now=NOW, older_than="7d", voice="fr"))
+    assert {name: r.entries for name, r in old.tiers.items()} == dict.fromkeys(old.tiers, 1)
+    expired = await purge(cache, PurgeFilter.create(now=NOW, expired=True))
+    assert expired.entries == 4
+    for tier in cache.tiers:
+        assert await remaining(tier) == set(CORPUS) - {"fr-old", "cmn-expired"}, tier.name
+
+
+async def test_sweeper_clears_old_generations_from_redis_and_s3(cache: TieredCache) -> None:
+    sweeper = Sweeper(cache, lambda: {"emotivoice": "emotivoice-1"}, 300, lambda: NOW)
+    report = await sweeper.sweep()
+    assert {name: r.entries for name, r in report.tiers.items()} == {
+        "memory": 1,
+        "redis": 1,
+        "disk": 1,
+        "s3": 1,
+    }
+    for tier in cache.tiers:
+        assert "emo-old-model" not in await remaining(tier)
