@@ -231,6 +231,10 @@ def test_popular_entries_live_longer_once_and_bounded() -> None:
         policy.hit("other", bounded)
     capped = policy.hit("other", bounded)
     assert capped is not None and capped.expires_at == 1150  # max_ttl bounds popularity too
+    refreshed = meta(5000.0, 100)  # re-synthesized after expiry: counted afresh
+    assert policy.hit("id", refreshed) is None and policy.hit("id", refreshed) is None
+    again = policy.hit("id", refreshed)
+    assert again is not None and again.expires_at == 5200
     pinned = replace(current, expires_at=None, stale_until=None)
     assert all(policy.hit("pin", pinned) is None for _ in range(5))
 

@@ -21,11 +21,11 @@ from voicecache.config import Settings
 from voicecache.errors import VoicecacheError
 from voicecache.fastlane import FastLane
 from voicecache.gateway import Gateway
+from voicecache.maintenance import Maintenance
 from voicecache.routes import admin, audio, metrics, speech, system, voices
 from voicecache.routes.schemas import COMMON_ERRORS
 from voicecache.security import install_security
 from voicecache.service import build_gateway
-from voicecache.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,11 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.gateway = gateway or build_gateway(settings)
-        sweeper = Sweeper.for_gateway(app.state.gateway, settings.sweep_interval).start()
+        app.state.maintenance = Maintenance(app.state.gateway, settings).start()
         try:
             yield
         finally:
-            await sweeper.stop()
+            await app.state.maintenance.stop()
             await app.state.gateway.aclose()
 
     app = FastAPI(

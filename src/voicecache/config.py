@@ -178,6 +178,7 @@ class Settings(BaseSettings):
     popularity_hits: int = 10
     popularity_factor: float = 2.0
     sweep_interval: float = 300.0
+    purge_poll_interval: float = 1.0
 
     # -- voices and security ---------------------------------------------------------------
     master_key: str | None = None
@@ -198,6 +199,7 @@ class Settings(BaseSettings):
         "default_ttl",
         "grace",
         "sweep_interval",
+        "purge_poll_interval",
         "redis_timeout",
         "redis_breaker_cooldown",
         "lock_ttl",

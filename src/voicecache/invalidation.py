@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -206,15 +206,18 @@ class PurgeReport:
         }
 
 
-async def purge(cache: TieredCache, flt: PurgeFilter) -> PurgeReport:
-    """Remove every entry `flt` covers from every tier of `cache`."""
+async def purge(
+    cache: TieredCache, flt: PurgeFilter, *, tiers: Sequence[Tier] | None = None
+) -> PurgeReport:
+    """Remove every entry `flt` covers from every tier of `cache` (or only from `tiers`)."""
+    chosen = cache.tiers if tiers is None else list(tiers)
     report = PurgeReport(filter={"all": True} if flt.all else flt.conditions())
     record = cache.begin_purge(flt)
     try:
-        results = await asyncio.gather(*(purge_tier(tier, flt) for tier in cache.tiers))
+        results = await asyncio.gather(*(purge_tier(tier, flt) for tier in chosen))
     finally:
         cache.end_purge(record)
-    for tier, result in zip(cache.tiers, results, strict=True):
+    for tier, result in zip(chosen, results, strict=True):
         report.tiers[tier.name] = result
         if result.error is not None:
             cache.errors[tier.name] = cache.errors.get(tier.name, 0) + 1

@@ -94,7 +94,7 @@ class Policy:
         self.popularity_hits = popularity_hits if popularity_factor > 1.0 else 0
         self.popularity_factor = max(1.0, popularity_factor)
         self.clock = clock
-        self._hits: dict[str, int] = {}
+        self._hits: dict[str, tuple[float, int]] = {}
         self._max_tracked = max_tracked
 
     def resolve(self, request: SpeechRequest, engine: str, control: CacheControl) -> EntryPolicy:
@@ -145,7 +145,10 @@ class Policy:
             return None  # pinned: nothing to extend
         popular = False
         if self.popularity_hits:
-            hits = self._hits.get(entry_id, 0) + 1
+            # Counted per stored generation of the entry: a re-synthesized entry (new
+            # `created`) starts from zero and can become popular again.
+            counted = self._hits.get(entry_id)
+            hits = counted[1] + 1 if counted is not None and counted[0] == meta.created else 1
             if hits > self.popularity_hits:
                 # Already extended (or about to be): stop counting, keep the table small.
                 if not meta.sliding:
@@ -155,7 +158,7 @@ class Policy:
                 if len(self._hits) >= self._max_tracked:
                     # Crude aging: forget everyone's counts rather than grow without bound.
                     self._hits.clear()
-                self._hits[entry_id] = hits
+                self._hits[entry_id] = (meta.created, hits)
                 popular = hits == self.popularity_hits
         if not meta.sliding and not popular:
             return None

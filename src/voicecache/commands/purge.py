@@ -1,7 +1,7 @@
-"""`voicecache purge`: remove cached audio by filter from the persistent tiers, no server needed.
+"""`voicecache purge`: remove cached audio by filter, no server needed.
 
-It opens the configured tiers itself, so a running server's memory tier is not touched (use
-`DELETE /admin/cache` for that); disk, Redis and S3 are shared and purged for everyone.
+It opens the configured tiers itself and purges them (disk, Redis, S3), then announces the
+purge on the purge feed, so running servers drop their in-memory copies within a second.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from voicecache.cli import ConfigOption, app, fail, load_settings, run
-from voicecache.invalidation import InvalidFilter, PurgeFilter, PurgeReport, purge
+from voicecache.invalidation import InvalidFilter, PurgeFilter, PurgeReport
+from voicecache.purgefeed import build_feed, purge_everywhere
 from voicecache.tiers import TieredCache, build_tiers
 
 
@@ -55,7 +56,8 @@ def purge_command(
     async def work() -> PurgeReport:
         cache = TieredCache(build_tiers(settings))
         try:
-            return await purge(cache, flt)
+            # Running servers on this host (and replicas sharing Redis) drop their copies.
+            return await purge_everywhere(cache, flt, build_feed(settings.data_dir, cache.tiers))
         finally:
             await cache.aclose()
 

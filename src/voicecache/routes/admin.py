@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from voicecache.invalidation import PurgeFilter, purge
+from voicecache.invalidation import PurgeFilter
 from voicecache.routes.deps import GatewayDep
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -34,7 +34,8 @@ async def purge_cache(
     """Remove cached audio matching every given filter from every tier.
 
     Answers the entries and bytes removed per tier. A call without any filter is refused
-    with 400 (use `all=true` to empty the cache)."""
+    with 400 (use `all=true` to empty the cache). Every other voicecache process drops its
+    copies within `purge_poll_interval`."""
     flt = PurgeFilter.create(
         now=gateway.clock(),
         key=key,
@@ -46,7 +47,7 @@ async def purge_cache(
         expired=expired,
         all_entries=all_entries,
     )
-    report = await purge(gateway.cache, flt)
+    report = await request.app.state.maintenance.purge(flt)
     audit = getattr(request.app.state, "audit", None)
     if audit is not None:
         audit.record(

@@ -1,0 +1,38 @@
+"""A server process's background work: the sweeper and the purge follower.
+
+The app's lifespan starts one `Maintenance` next to the gateway and stops it before closing
+the gateway. Purges asked of this process go through `Maintenance.purge`, which also tells
+every other process (see `purgefeed.py`).
+"""
+
+from __future__ import annotations
+
+from voicecache.config import Settings
+from voicecache.gateway import Gateway
+from voicecache.invalidation import PurgeFilter, PurgeReport
+from voicecache.purgefeed import PurgeFollower, build_feed, purge_everywhere
+from voicecache.sweeper import Sweeper
+
+
+class Maintenance:
+    """The sweeper and the purge follower of one process."""
+
+    def __init__(self, gateway: Gateway, settings: Settings) -> None:
+        self.gateway = gateway
+        self.feed = build_feed(settings.data_dir, gateway.cache.tiers)
+        self.sweeper = Sweeper.for_gateway(gateway, settings.sweep_interval)
+        self.follower = PurgeFollower(gateway.cache, self.feed, settings.purge_poll_interval)
+
+    def start(self) -> Maintenance:
+        """Start both loops in the running event loop."""
+        self.sweeper.start()
+        self.follower.start()
+        return self
+
+    async def purge(self, flt: PurgeFilter) -> PurgeReport:
+        """Purge every tier here, then have every other process purge its copies."""
+        return await purge_everywhere(self.gateway.cache, flt, self.feed)
+
+    async def stop(self) -> None:
+        await self.sweeper.stop()
+        await self.follower.stop()
