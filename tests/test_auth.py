@@ -99,6 +99,8 @@ def test_cli_adds_lists_and_revokes_keys_on_a_running_server(
     row, _ = json.loads(listed.stdout)
     assert row["tenant"] == "acme" and row["scopes"] == ["speak", "voices"]
     assert token not in listed.stdout
+    table = run_cli("keys", "list", data_dir=settings.data_dir).stdout
+    assert row["id"] in table and "speak,voices" in table
 
     revoked = run_cli("keys", "revoke", row["id"], data_dir=settings.data_dir)
     assert revoked.returncode == 0, revoked.stderr

@@ -117,6 +117,7 @@ class KeyStore:
         self._stamp: tuple[int, int, int] | None = None
         self._checked = float("-inf")
         self._by_hash: dict[str, ApiKey] = {}
+        self.generation = 0  # bumped whenever the set of keys changes
 
     # -- reading (servers) -----------------------------------------------------------------
 
@@ -129,6 +130,8 @@ class KeyStore:
         try:
             stat = self.path.stat()
         except FileNotFoundError:
+            if self._by_hash:
+                self.generation += 1
             self._stamp, self._by_hash = None, {}
             return
         except OSError as exc:
@@ -145,6 +148,7 @@ class KeyStore:
                 return
             self._by_hash = {key.sha256: key for key in keys}
             self._stamp = stamp
+            self.generation += 1
 
     @property
     def configured(self) -> bool:
@@ -236,8 +240,19 @@ SCOPE_TABLE: list[tuple[frozenset[str] | None, str, str | None]] = [
 ]
 
 
+# The hot endpoints, answered by one dict lookup.
+_EXACT: dict[tuple[str, str], str | None] = {
+    ("GET", "/healthz"): None,
+    ("POST", "/tts"): "speak",
+    ("POST", "/v1/audio/speech"): "speak",
+}
+
+
 def required_scope(method: str, path: str) -> str | None:
     """The scope `method path` needs (None: public; `ANY_KEY`: any valid key)."""
+    exact = _EXACT.get((method, path), _EXACT)
+    if exact is not _EXACT:
+        return exact  # type: ignore[return-value]
     for methods, prefix, scope in SCOPE_TABLE:
         if (methods is None or method in methods) and (
             path == prefix or path.startswith(prefix if prefix.endswith("/") else prefix + "/")
@@ -249,16 +264,26 @@ def required_scope(method: str, path: str) -> str | None:
 class Authenticator:
     """Bearer-key authentication and scope checks over a `KeyStore`."""
 
+    _CACHE = 10_000  # remembered keys (a key is hashed once, not on every request)
+
     def __init__(self, keys: KeyStore) -> None:
         self.keys = keys
+        self._principals: dict[str, Principal] = {}
+        self._generation = -1
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal for an `Authorization` header value; `ANONYMOUS` while no keys
         exist. Raises `Unauthorized` for a missing, malformed or unknown key."""
         if not self.keys.configured:
             return ANONYMOUS
-        if not authorization:
+        if self._generation != self.keys.generation:
+            self._principals.clear()
+            self._generation = self.keys.generation
+        if authorization is None:
             raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>'")
+        found = self._principals.get(authorization)
+        if found is not None:
+            return found
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
@@ -266,16 +291,22 @@ class Authenticator:
         key = self.keys.lookup(token)
         if key is None:
             raise Unauthorized("invalid API key")
-        return Principal(key.id, key.tenant, frozenset(key.scopes))
+        principal = Principal(key.id, key.tenant, frozenset(key.scopes))
+        if len(self._principals) < self._CACHE:
+            self._principals[authorization] = principal
+        return principal
 
     def authorize(self, principal: Principal, scope: str) -> None:
         """Raise `Forbidden` unless `principal` has `scope`."""
-        if not principal.has(scope):
+        if scope != ANY_KEY and scope not in principal.scopes:
             raise Forbidden(f"this key lacks the {scope!r} scope")
 
     def check(self, method: str, path: str, authorization: str | None) -> Principal:
-        """Authenticate and authorize one request (no rate limits: see `Guard`)."""
-        scope = required_scope(method, path)
+        """Authenticate and authorize one request (no rate limits: see `RateLimits`)."""
+        return self.check_scope(required_scope(method, path), authorization)
+
+    def check_scope(self, scope: str | None, authorization: str | None) -> Principal:
+        """Like `check`, for a scope already looked up with `required_scope`."""
         if scope is None:
             return _PUBLIC  # never touches the keys file: /healthz answers even if it breaks
         principal = self.authenticate(authorization)

@@ -27,6 +27,7 @@ from voicecache.auth import Authenticator, KeyStore, current_principal, keys_pat
 from voicecache.config import Settings
 from voicecache.errors import InvalidRequest, PayloadTooLarge, VoicecacheError
 from voicecache.ratelimit import RateLimits
+from voicecache.slowclients import Deadlines, deadlines_for
 
 _BODYLESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 _UPLOAD_METHODS = frozenset({"POST", "PUT"})
@@ -53,6 +54,9 @@ class SecurityMiddleware:
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes + _MULTIPART_ROOM
         self.client_timeout = client_timeout
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadlines = Deadlines()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,9 +65,10 @@ class SecurityMiddleware:
         method: str = scope["method"]
         path: str = scope["path"]
         try:
-            principal = self.authenticator.check(method, path, _header(scope, b"authorization"))
+            needed = required_scope(method, path)
+            principal = self.authenticator.check_scope(needed, _header(scope, b"authorization"))
             limits = _limits(scope)
-            if limits is not None and required_scope(method, path) is not None:
+            if limits is not None and needed is not None:
                 client = scope.get("client")
                 await limits.request(principal, client[0] if client else None)
             replay = await self._read_body(scope, receive, method, path)
@@ -97,26 +102,43 @@ class SecurityMiddleware:
                 return receive
         elif method in _BODYLESS and _header(scope, b"transfer-encoding") is None:
             return receive
+        # A coarse deadline without a timer per request (see slowclients.Deadlines): an
+        # overdue read is cancelled by the loop's sweeper and answered with 408.
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._deadlines = loop, deadlines_for(loop)
+        deadlines = self._deadlines
+        deadlines.add(task, self.client_timeout, self._expire)
         chunks: list[bytes] = []
         size = 0
         try:
-            async with asyncio.timeout(self.client_timeout):
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return None
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > limit:
-                        raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
-                    chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        break
-        except TimeoutError as exc:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+        except asyncio.CancelledError:
+            if task not in self._expired:
+                raise
+            self._expired.discard(task)
+            task.uncancel()
             raise RequestTimeout(
                 f"request body not received within {self.client_timeout:g} s"
-            ) from exc
+            ) from None
+        finally:
+            deadlines.discard(task)
         return _replay(b"".join(chunks), receive)
+
+    def _expire(self, task: asyncio.Task[Any]) -> None:
+        self._expired.add(task)
+        task.cancel()
 
 
 def _limits(scope: Scope) -> RateLimits | None:

@@ -62,19 +62,19 @@ def list_keys(
         keys = KeyStore(keys_path(settings)).keys()
     except VoicecacheError as exc:
         fail(exc.detail, 2)
-    rows = [
-        {"id": k.id, "tenant": k.tenant, "scopes": list(k.scopes), "created": k.created}
-        for k in keys
-    ]
     if as_json:
+        rows = [
+            {"id": k.id, "tenant": k.tenant, "scopes": list(k.scopes), "created": k.created}
+            for k in keys
+        ]
         typer.echo(json.dumps(rows, indent=2))
         return
-    if not rows:
+    if not keys:
         typer.echo("no keys: the API is open on loopback only", err=True)
         return
-    for row in rows:
-        created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(row["created"]))
-        typer.echo(f"{row['id']}  {row['tenant']:<20} {','.join(row['scopes']):<20} {created}")
+    for k in keys:
+        created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(k.created))
+        typer.echo(f"{k.id}  {k.tenant:<20} {','.join(k.scopes):<20} {created}")
 
 
 @keys_app.command("revoke")
