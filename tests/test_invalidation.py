@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from voicecache.errors import InvalidRequest
 from voicecache.invalidation import InvalidFilter, PurgeFilter, purge
 from voicecache.request import SpeechRequest
 from voicecache.service import build_gateway
-from voicecache.sweeper import Sweeper
+from voicecache.sweeper import Sweeper, SweepLease
 from voicecache.tiers import DiskTier, Entry, EntryMeta, MemoryTier, Tier, TieredCache
 from voicecache.tiers.base import checksum
 
@@ -390,3 +391,23 @@ async def test_a_promotion_racing_a_purge_does_not_revive_the_entry(tmp_path: Pa
     assert memory.header(entry("fr2", voice="fr")[0]) is None
     assert memory.header(entry("en2", voice="en")[0]) is not None
     await cache.aclose()
+
+
+async def test_one_worker_per_interval_sweeps_a_shared_disk(tmp_path: Path) -> None:
+    first, second = await filled(tmp_path), await filled(tmp_path)  # one directory, two workers
+    versions = {"emotivoice": "emotivoice-1"}
+    sweepers = [
+        Sweeper(cache, lambda: versions, 300, lambda: NOW, SweepLease(tmp_path / "data"))
+        for cache in (first, second)
+    ]
+    one = await sweepers[0].sweep()
+    two = await sweepers[1].sweep()
+    assert set(one.tiers) == {"memory", "disk"} and one.tiers["disk"].entries == 1
+    assert set(two.tiers) == {"memory"}  # the disk was swept by the first worker
+    assert two.tiers["memory"].entries == 1  # every worker sweeps its own memory
+    lease = next((tmp_path / "data").glob("sweep-*.lease"))
+    old = lease.stat().st_mtime - 300
+    os.utime(lease, (old, old))  # the interval has passed
+    assert "disk" in (await sweepers[1].sweep()).tiers
+    await first.aclose()
+    await second.aclose()

@@ -12,7 +12,7 @@ import redis
 from tests.servers import MotoS3Server
 from tests.test_invalidation import CORPUS, NOW, entry, remaining
 from voicecache.invalidation import PurgeFilter, purge
-from voicecache.sweeper import Sweeper
+from voicecache.sweeper import Sweeper, SweepLease
 from voicecache.tiers import DiskTier, MemoryTier, TieredCache
 from voicecache.tiers.redis import RedisTier
 from voicecache.tiers.s3 import S3Tier
@@ -99,3 +99,16 @@ async def test_sweeper_clears_old_generations_from_redis_and_s3(cache: TieredCac
     }
     for tier in cache.tiers:
         assert "emo-old-model" not in await remaining(tier)
+
+
+async def test_one_replica_per_interval_sweeps_redis_and_s3(cache: TieredCache) -> None:
+    redis_tier = cache.tiers[1]
+    versions = {"emotivoice": "emotivoice-1"}
+    sweepers = [
+        Sweeper(cache, lambda: versions, 300, lambda: NOW, SweepLease(None, redis_tier))
+        for _ in range(2)
+    ]
+    first = await sweepers[0].sweep()
+    second = await sweepers[1].sweep()
+    assert set(first.tiers) == {"memory", "redis", "disk", "s3"}
+    assert set(second.tiers) == {"memory"}  # the shared stores were leased to the first

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import socket
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,7 @@ from voicecache.config import parse_duration
 from voicecache.errors import InvalidRequest
 from voicecache.request import TAG_PATTERN, VOICE_PATTERN
 from voicecache.tiers.base import EntryMeta, Tier
+from voicecache.tiers.disk import DiskTier
 from voicecache.tiers.memory import MemoryTier
 from voicecache.tiers.tiered import PurgeScope, TieredCache
 
@@ -156,6 +159,20 @@ class PurgeFilter:
         if not indexed or set(self.conditions()) - set(indexed):
             return None
         return indexed
+
+
+def tier_identity(tier: Tier) -> str:
+    """A name that is equal for two tier objects exactly when they hold the same entries."""
+    if isinstance(tier, MemoryTier):
+        return f"memory:{os.getpid()}:{id(tier)}"
+    if isinstance(tier, DiskTier):
+        return f"disk:{socket.gethostname()}:{tier.root.resolve()}"
+    url, prefix, bucket = (getattr(tier, name, None) for name in ("url", "prefix", "bucket"))
+    if bucket is not None:
+        return f"{tier.name}:{bucket}:{prefix}"
+    if url is not None:
+        return f"{tier.name}:{url}:{prefix}"
+    return f"{tier.name}:{os.getpid()}:{id(tier)}"
 
 
 def _clean(value: str | None) -> str | None:

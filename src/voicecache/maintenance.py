@@ -20,7 +20,7 @@ class Maintenance:
     def __init__(self, gateway: Gateway, settings: Settings) -> None:
         self.gateway = gateway
         self.feed = build_feed(settings.data_dir, gateway.cache.tiers)
-        self.sweeper = Sweeper.for_gateway(gateway, settings.sweep_interval)
+        self.sweeper = Sweeper.for_gateway(gateway, settings.sweep_interval, settings.data_dir)
         self.follower = PurgeFollower(gateway.cache, self.feed, settings.purge_poll_interval)
 
     def start(self) -> Maintenance:

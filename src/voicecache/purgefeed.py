@@ -25,7 +25,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -33,29 +32,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from voicecache.invalidation import PurgeFilter, PurgeReport, purge
+from voicecache.invalidation import PurgeFilter, PurgeReport, purge, tier_identity
 from voicecache.tiers.base import Tier
-from voicecache.tiers.disk import DiskTier
-from voicecache.tiers.memory import MemoryTier
 from voicecache.tiers.tiered import TieredCache
 
 log = logging.getLogger(__name__)
 
 _STREAM_LENGTH = 1000
-
-
-def tier_identity(tier: Tier) -> str:
-    """A name that is equal for two tier objects exactly when they hold the same entries."""
-    if isinstance(tier, MemoryTier):
-        return f"memory:{os.getpid()}:{id(tier)}"
-    if isinstance(tier, DiskTier):
-        return f"disk:{socket.gethostname()}:{tier.root.resolve()}"
-    url, prefix, bucket = (getattr(tier, name, None) for name in ("url", "prefix", "bucket"))
-    if bucket is not None:
-        return f"{tier.name}:{bucket}:{prefix}"
-    if url is not None:
-        return f"{tier.name}:{url}:{prefix}"
-    return f"{tier.name}:{os.getpid()}:{id(tier)}"
 
 
 @dataclass(frozen=True, slots=True)
