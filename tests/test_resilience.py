@@ -511,3 +511,23 @@ async def test_a_cancelled_probe_frees_the_half_open_slot(
     audio = await h.engine.synthesize(JOB)  # the next caller may probe
     await h.engine.aclose()
     assert audio.duration > 0 and h.engine.state == "closed"
+
+
+def test_unknown_speaker_is_422_and_cannot_open_the_breaker(
+    tmp_path: Path, serve: Callable[..., LiveApp], fake_emotivoice: FakeEngineServer
+) -> None:
+    live = serve(
+        _emotivoice_settings(tmp_path, fake_emotivoice, engine_retries=1, breaker_failures=2)
+    )
+    assert live.client.post("/tts", json={"text": "known", "voice": "8051"}).status_code == 200
+    for _ in range(3):
+        bad = live.client.post("/tts", json={"text": "who?", "voice": "424242"})
+        assert bad.status_code == 422 and "unknown speaker" in bad.json()["detail"]
+    assert fake_emotivoice.controls.calls == 4  # one each, never retried
+    assert live.client.get("/healthz").json()["engines"]["emotivoice"]["state"] == "closed"
+    # A real outage (every speaker failing) still counts: known speakers fail with 502s.
+    fake_emotivoice.controls.fail_next_n = 100
+    for i in range(2):
+        down = live.client.post("/tts", json={"text": f"down {i}", "voice": "8051"})
+        assert down.status_code == 502
+    assert live.client.get("/healthz").json()["engines"]["emotivoice"]["state"] == "open"

@@ -21,7 +21,8 @@ calls, hence off by default; keys of derived audio differ from keys of exact ren
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -29,7 +30,7 @@ import httpx
 from voicecache.audio import Audio, time_stretch
 from voicecache.engines.base import SynthesisJob, VoiceInfo
 from voicecache.engines.remote import RemoteEngine
-from voicecache.errors import EngineError
+from voicecache.errors import EngineError, UnknownVoice
 
 SPEECH_PATH = "/v1/audio/speech"
 DEFAULT_MODEL = "emoti-voice"
@@ -51,6 +52,12 @@ DEFAULT_EMOTION_PROMPTS: dict[str, str] = {
 DEFAULT_VOICES: tuple[str, ...] = ("8051", "9017", "6097", "1088", "92", "11614")
 SPEAKER_ID = re.compile(r"^[0-9]{1,8}$")
 UPSTREAM_FORMATS = ("wav", "flac", "mp3")
+# EmotiVoice answers an unknown speaker id with a bare 500, like a crash. A 500 for a speaker
+# that never worked, while other speakers worked this recently, is taken as "unknown speaker"
+# (422, no retry, nothing against the circuit breaker), so one client asking for bad ids
+# cannot open the breaker for everyone. Configure `voices` to refuse bad ids up front.
+UNKNOWN_SPEAKER_WINDOW = 300.0
+_MAX_KNOWN_GOOD = 10_000
 
 
 class EmotiVoiceEngine(RemoteEngine):
@@ -72,6 +79,7 @@ class EmotiVoiceEngine(RemoteEngine):
         connect_timeout: float = 5.0,
         max_connections: int = 4,
         transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
             name=name,
@@ -96,6 +104,9 @@ class EmotiVoiceEngine(RemoteEngine):
         if upstream_format not in UPSTREAM_FORMATS:
             raise ValueError(f"upstream_format must be one of {UPSTREAM_FORMATS}")
         self.upstream_format = upstream_format
+        self._clock = clock
+        self._good_voices: set[str] = set()
+        self._last_success = float("-inf")
 
     def voices(self) -> Sequence[VoiceInfo]:
         return self._voices
@@ -137,8 +148,28 @@ class EmotiVoiceEngine(RemoteEngine):
         }
 
     async def synthesize(self, job: SynthesisJob) -> Audio:
-        audio = await self._post_audio(SPEECH_PATH, self.request_body(job))
+        try:
+            audio = await self._post_audio(SPEECH_PATH, self.request_body(job))
+        except EngineError as exc:
+            if self._looks_like_unknown_speaker(job.voice, exc):
+                raise UnknownVoice(
+                    f"engine {self.name} failed (HTTP 500) on speaker {job.voice!r} while it "
+                    f"serves other speakers: probably an unknown speaker id"
+                ) from exc
+            raise
+        if len(self._good_voices) >= _MAX_KNOWN_GOOD:
+            self._good_voices.clear()
+        self._good_voices.add(job.voice)
+        self._last_success = self._clock()
         if self.derives_speed(job):
             # Called directly (not through the gateway, which reuses the cached render).
             audio = time_stretch(audio, job.speed)
         return audio
+
+    def _looks_like_unknown_speaker(self, voice: str, exc: EngineError) -> bool:
+        return (
+            exc.upstream_status == 500
+            and self._configured_voices is None
+            and voice not in self._good_voices
+            and self._clock() - self._last_success < UNKNOWN_SPEAKER_WINDOW
+        )
