@@ -14,8 +14,8 @@ from tests.conftest import LiveApp
 from tests.test_invalidation import CORPUS, NOW, entry, remaining
 from voicecache.cli import app
 from voicecache.config import Settings
-from voicecache.invalidation import PurgeFilter
-from voicecache.purgefeed import FileFeed, PurgeFollower, build_feed, purge_everywhere
+from voicecache.invalidation import PurgeFilter, purge
+from voicecache.purgefeed import FileFeed, PurgeFollower, attach, build_feed
 from voicecache.tiers import DiskTier, MemoryTier, TieredCache
 from voicecache.tiers.redis import RedisTier
 
@@ -97,14 +97,14 @@ async def test_replicas_on_other_hosts_follow_through_redis(tmp_path: Path, redi
         for name, fields in CORPUS.items():
             await cache.set(*entry(name, **fields))
     # Different data dirs: only the Redis stream connects the two.
-    feed_here = build_feed(tmp_path / "here", here.tiers)
-    feed_there = build_feed(tmp_path / "there", there.tiers)
+    feed_here = attach(here, build_feed(tmp_path / "here", here.tiers))
+    feed_there = attach(there, build_feed(tmp_path / "there", there.tiers))
     follower = PurgeFollower(there, feed_there, interval=0)
     own = PurgeFollower(here, feed_here, interval=0)
     assert await follower.follow_once() == 0  # starts reading the stream here
     assert await own.follow_once() == 0
 
-    report = await purge_everywhere(here, PurgeFilter.create(now=NOW, tag="event"), feed_here)
+    report = await purge(here, PurgeFilter.create(now=NOW, tag="event"))
     assert report.tiers["redis"].entries == 2
     assert await follower.follow_once() == 1
     assert await follower.follow_once() == 0  # each notice once
@@ -112,8 +112,9 @@ async def test_replicas_on_other_hosts_follow_through_redis(tmp_path: Path, redi
     for tier in there.tiers:
         assert await remaining(tier) == expected, tier.name
     # It purged its own memory and disk, and left the shared Redis to the origin.
-    await purge_everywhere(there, PurgeFilter.create(now=NOW, voice="cmn"), feed_there)
+    await purge(there, PurgeFilter.create(now=NOW, voice="cmn"))
     assert await own.follow_once() == 1
+    assert await follower.follow_once() == 0  # applying a notice announces nothing again
     for tier in here.tiers:
         assert await remaining(tier) == expected - {"cmn-expired", "cmn-pinned"}, tier.name
     await here.aclose()

@@ -13,6 +13,12 @@ How a tier is searched, cheapest first:
   (Redis keeps one), which returns matching ids, or None for "not indexed";
 - otherwise a `scan()` of the tier's headers, deleting matches as it goes and yielding to the
   event loop regularly so requests keep flowing.
+
+In the memory tier a match is re-checked and deleted with no await in between. In the other
+tiers, an entry re-stored under the same id between the scan and the delete, with a header
+the filter does not cover (possible only for tag, age and expiry filters, since the id fixes
+voice, engine and model version), may be deleted too: it costs one re-synthesis, never a
+wrong answer.
 """
 
 from __future__ import annotations
@@ -154,8 +160,8 @@ class PurgeFilter:
 
     def index_lookups(self) -> dict[str, str] | None:
         """The conditions a tier's secondary index answers, when those are all there are."""
-        indexed = {name: value for name, value in (("voice", self.voice), ("tag", self.tag))}
-        indexed = {name: value for name, value in indexed.items() if value is not None}
+        pairs = (("voice", self.voice), ("tag", self.tag))
+        indexed = {name: value for name, value in pairs if value is not None}
         if not indexed or set(self.conditions()) - set(indexed):
             return None
         return indexed
@@ -224,9 +230,14 @@ class PurgeReport:
 
 
 async def purge(
-    cache: TieredCache, flt: PurgeFilter, *, tiers: Sequence[Tier] | None = None
+    cache: TieredCache,
+    flt: PurgeFilter,
+    *,
+    tiers: Sequence[Tier] | None = None,
+    announce: bool = True,
 ) -> PurgeReport:
-    """Remove every entry `flt` covers from every tier of `cache` (or only from `tiers`)."""
+    """Remove every entry `flt` covers from every tier of `cache` (or only from `tiers`),
+    then announce the purge to other processes (when the cache has an announcer)."""
     chosen = cache.tiers if tiers is None else list(tiers)
     report = PurgeReport(filter={"all": True} if flt.all else flt.conditions())
     record = cache.begin_purge(flt)
@@ -239,6 +250,8 @@ async def purge(
         if result.error is not None:
             cache.errors[tier.name] = cache.errors.get(tier.name, 0) + 1
     log.info("purge %s removed %d entries, %d bytes", report.filter, report.entries, report.bytes)
+    if announce and cache.announcer is not None:
+        await cache.announcer(flt, [tier for tier in chosen if tier.name not in report.errors])
     return report
 
 
@@ -277,10 +290,7 @@ async def _find(tier: Tier, lookups: dict[str, str]) -> list[str] | None:
 async def _delete_ids(tier: Tier, ids: list[str], result: TierPurge) -> None:
     for start in range(0, len(ids), _BATCH):
         freed = await asyncio.gather(*(tier.delete(i) for i in ids[start : start + _BATCH]))
-        for size in freed:
-            if size > 0:
-                result.entries += 1
-                result.bytes += size
+        _count(freed, result)
 
 
 async def _scan_and_delete(tier: Tier, scope: PurgeScope, result: TierPurge) -> None:
@@ -290,12 +300,13 @@ async def _scan_and_delete(tier: Tier, scope: PurgeScope, result: TierPurge) -> 
         seen += 1
         if scope.matches(entry_id, meta):
             if isinstance(tier, MemoryTier):
-                # Synchronous check-and-delete: a newer entry stored under the same id since
-                # the scan (with a header the scope does not cover) is kept.
+                # Check and delete with no await in between: a newer entry stored under the
+                # same id since the scan (with a header the scope does not cover) is kept.
                 current = tier.header(entry_id)
-                if current is None or not scope.matches(entry_id, current):
-                    continue
-            pending.append(tier.delete(entry_id))
+                if current is not None and scope.matches(entry_id, current):
+                    _count([tier.remove(entry_id)], result)
+            else:
+                pending.append(tier.delete(entry_id))
         if len(pending) >= _BATCH or (seen % _BATCH == 0):
             await _flush(pending, result)
             await asyncio.sleep(0)  # let requests run between batches
@@ -307,6 +318,10 @@ async def _flush(pending: list[Awaitable[int]], result: TierPurge) -> None:
         return
     freed = await asyncio.gather(*pending)
     pending.clear()
+    _count(freed, result)
+
+
+def _count(freed: Sequence[int], result: TierPurge) -> None:
     for size in freed:
         if size > 0:
             result.entries += 1

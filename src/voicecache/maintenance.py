@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from voicecache.config import Settings
 from voicecache.gateway import Gateway
-from voicecache.invalidation import PurgeFilter, PurgeReport
-from voicecache.purgefeed import PurgeFollower, build_feed, purge_everywhere
+from voicecache.invalidation import PurgeFilter, PurgeReport, purge
+from voicecache.purgefeed import PurgeFollower, attach, build_feed
 from voicecache.sweeper import Sweeper
 
 
@@ -19,7 +19,7 @@ class Maintenance:
 
     def __init__(self, gateway: Gateway, settings: Settings) -> None:
         self.gateway = gateway
-        self.feed = build_feed(settings.data_dir, gateway.cache.tiers)
+        self.feed = attach(gateway.cache, build_feed(settings.data_dir, gateway.cache.tiers))
         self.sweeper = Sweeper.for_gateway(gateway, settings.sweep_interval, settings.data_dir)
         self.follower = PurgeFollower(gateway.cache, self.feed, settings.purge_poll_interval)
 
@@ -31,7 +31,7 @@ class Maintenance:
 
     async def purge(self, flt: PurgeFilter) -> PurgeReport:
         """Purge every tier here, then have every other process purge its copies."""
-        return await purge_everywhere(self.gateway.cache, flt, self.feed)
+        return await purge(self.gateway.cache, flt)
 
     async def stop(self) -> None:
         await self.sweeper.stop()

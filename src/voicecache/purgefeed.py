@@ -4,7 +4,8 @@ A purge runs in one process (a worker answering `DELETE /admin/cache`, or `voice
 which removes the entries from every tier it has. Shared tiers (Redis, S3, a disk directory
 on the same host) are then clean for everybody, but the other processes' memory tiers (and,
 on other hosts, their disk tiers) still hold copies. So the purging process publishes a
-`PurgeNotice` (the filter and the identities of the tiers it already purged), and a
+`PurgeNotice` (the filter and the identities of the tiers it already purged; `attach` makes
+every `invalidation.purge` of a cache do so, voice erasure included), and a
 `PurgeFollower` in every server process polls for notices and applies each one, fenced like
 any purge, to those of its own tiers that nobody purged yet.
 
@@ -34,7 +35,7 @@ from typing import Any
 
 from voicecache.invalidation import PurgeFilter, PurgeReport, purge, tier_identity
 from voicecache.tiers.base import Tier
-from voicecache.tiers.tiered import TieredCache
+from voicecache.tiers.tiered import PurgeScope, TieredCache
 
 log = logging.getLogger(__name__)
 
@@ -199,12 +200,15 @@ def build_feed(data_dir: Path, tiers: Sequence[Tier]) -> MultiFeed:
     return MultiFeed(feeds)
 
 
-async def purge_everywhere(cache: TieredCache, flt: PurgeFilter, feed: MultiFeed) -> PurgeReport:
-    """Purge `cache`, then tell every other process to purge its copies too."""
-    report = await purge(cache, flt)
-    purged = [tier_identity(tier) for tier in cache.tiers if tier.name not in report.errors]
-    await feed.publish(feed.notice(flt, purged))
-    return report
+def attach(cache: TieredCache, feed: MultiFeed) -> MultiFeed:
+    """Make every purge of `cache` (`invalidation.purge`) announce itself on `feed`."""
+
+    async def announce(scope: PurgeScope, tiers: Sequence[Tier]) -> None:
+        if isinstance(scope, PurgeFilter):  # other scopes (the sweeper's) stay local
+            await feed.publish(feed.notice(scope, [tier_identity(tier) for tier in tiers]))
+
+    cache.announcer = announce
+    return feed
 
 
 class PurgeFollower:
@@ -227,7 +231,7 @@ class PurgeFollower:
     async def apply(self, notice: PurgeNotice) -> PurgeReport:
         already = set(notice.purged)
         tiers = [tier for tier in self.cache.tiers if tier_identity(tier) not in already]
-        report = await purge(self.cache, notice.purge_filter(), tiers=tiers)
+        report = await purge(self.cache, notice.purge_filter(), tiers=tiers, announce=False)
         self.applied += 1
         return report
 

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from voicecache.cli import ConfigOption, app, fail, load_settings, run
-from voicecache.invalidation import InvalidFilter, PurgeFilter, PurgeReport
-from voicecache.purgefeed import build_feed, purge_everywhere
+from voicecache.invalidation import InvalidFilter, PurgeFilter, PurgeReport, purge
+from voicecache.purgefeed import attach, build_feed
 from voicecache.tiers import TieredCache, build_tiers
 
 
@@ -57,7 +57,8 @@ def purge_command(
         cache = TieredCache(build_tiers(settings))
         try:
             # Running servers on this host (and replicas sharing Redis) drop their copies.
-            return await purge_everywhere(cache, flt, build_feed(settings.data_dir, cache.tiers))
+            attach(cache, build_feed(settings.data_dir, cache.tiers))
+            return await purge(cache, flt)
         finally:
             await cache.aclose()
 

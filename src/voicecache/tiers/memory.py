@@ -59,6 +59,10 @@ class MemoryTier(Tier):
         self.put(entry_id, entry)
 
     async def delete(self, entry_id: str) -> int:
+        return self.remove(entry_id)
+
+    def remove(self, entry_id: str) -> int:
+        """Synchronous delete; returns the bytes freed (0 when absent)."""
         entry = self._entries.pop(entry_id, None)
         if entry is None:
             return 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -53,6 +53,9 @@ class PurgeRecord:
     ended: int | None = None
 
 
+# Tells other processes about a purge done here: its scope and the tiers it covered.
+PurgeAnnouncer = Callable[[PurgeScope, Sequence[Tier]], Awaitable[None]]
+
 # Finished purges remembered for racing operations; older ones fold into a horizon.
 _KEEP_PURGES = 64
 
@@ -74,6 +77,8 @@ class TieredCache:
         # Operations that started before this generation are checked against forgotten
         # purges too: they are treated as purged (refetched), never as safe.
         self._horizon = 0
+        # Set by the purge feed (`purgefeed.attach`): purges here reach other processes.
+        self.announcer: PurgeAnnouncer | None = None
 
     # -- purge fencing -------------------------------------------------------------------------
 
