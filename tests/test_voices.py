@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -275,3 +276,22 @@ def test_redis_and_s3_never_hold_the_plaintext_and_erasure_reaches_them(
     assert report["tiers"]["redis"]["entries"] == 4
     assert report["tiers"]["s3"]["entries"] == 4
     assert s3.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0
+
+
+def test_erasure_reaches_the_memory_of_every_process(
+    serve: Callable[..., LiveApp], vsettings: Settings
+) -> None:
+    shared = vsettings.model_copy(update={"purge_poll_interval": 0.1})
+    one, two = serve(shared), serve(shared)  # two workers over one data directory
+    voice = upload(one, voice_like(), public="true").json()
+    first = speak(one, voice["id"])
+    assert speak(two, voice["id"]).headers["x-cache"] == "HIT"  # now in two's memory too
+    stored = f"/v1/audio/{first.headers['x-cache-key']}.wav"
+    assert two.client.get(stored).headers["x-cache-tier"] == "memory"
+
+    assert one.client.delete(f"/v1/voices/{voice['id']}").status_code == 200
+    deadline = time.monotonic() + 3
+    while two.client.get(stored).status_code != 404:
+        assert time.monotonic() < deadline, "the other process still serves erased audio"
+        time.sleep(0.05)
+    assert speak(two, voice["id"]).status_code == 404

@@ -29,7 +29,7 @@ import secrets
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,8 @@ from voicecache.crypto import DecryptionFailed, Keyring
 from voicecache.engines.base import Engine, Reference
 from voicecache.errors import InvalidRequest, NotFound, UnknownVoice
 from voicecache.gateway import BuiltinVoices, ResolvedVoice
-from voicecache.invalidation import PurgeFilter, purge, purge_tier
+from voicecache.invalidation import PurgeFilter, PurgeReport, purge
 from voicecache.request import VOICE_PATTERN
-from voicecache.tiers.base import EntryMeta
 from voicecache.tiers.tiered import TieredCache
 from voicecache.voice_sample import Sample, decode_sample, validate_sample
 
@@ -414,36 +413,19 @@ class VoiceRegistry:
             del self._references[cache_key]
 
 
-@dataclass(frozen=True, slots=True)
-class _OlderVersions:
-    """Purge scope: a voice's entries except those of its current version."""
-
-    voice: str
-    keep_version: str
-
-    def matches(self, entry_id: str, meta: EntryMeta) -> bool:
-        return meta.voice == self.voice and meta.voice_version != self.keep_version
-
-
 async def erase_cached_audio(
-    cache: TieredCache, voice_id: str, keep_version: str | None = None
+    cache: TieredCache,
+    voice_id: str,
+    purger: Callable[[PurgeFilter], Awaitable[PurgeReport]] | None = None,
 ) -> dict[str, dict[str, int]]:
-    """Delete every cached entry made with `voice_id` (except those of `keep_version`, after
-    a replacement) from every tier, through `invalidation`'s purge: it uses a tier's voice
-    index where there is one, and fences fills racing the erasure so none can store the
-    voice's audio again. Returns entries, bytes and errors per tier."""
-    if keep_version is None:
-        report = await purge(cache, PurgeFilter.create(now=cache.clock(), voice=voice_id))
-        results = report.tiers
-    else:
-        scope = _OlderVersions(voice_id, keep_version)
-        record = cache.begin_purge(scope)
-        try:
-            done = await asyncio.gather(*(purge_tier(tier, scope) for tier in cache.tiers))
-        finally:
-            cache.end_purge(record)
-        results = {tier.name: result for tier, result in zip(cache.tiers, done, strict=True)}
+    """Delete every cached entry made with `voice_id` from every tier, through
+    `invalidation`'s purge: it uses a tier's voice index where there is one, and fences fills
+    racing the erasure so none can store the voice's audio again. `purger` is the server's
+    `Maintenance.purge`, which also makes every other process drop its copies. Returns
+    entries, bytes and errors per tier."""
+    flt = PurgeFilter.create(now=cache.clock(), voice=voice_id)
+    report = await (purger(flt) if purger is not None else purge(cache, flt))
     return {
         name: {"entries": r.entries, "bytes": r.bytes, "errors": int(r.error is not None)}
-        for name, r in results.items()
+        for name, r in report.tiers.items()
     }

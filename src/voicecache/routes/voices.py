@@ -130,6 +130,12 @@ def _owned(registry: VoiceRegistry, voice_id: str, principal: Principal) -> Voic
     return record
 
 
+def _purger(request: Request) -> Any:
+    """The server's purge that reaches every process (`Maintenance.purge`), if running."""
+    maintenance = getattr(request.app.state, "maintenance", None)
+    return None if maintenance is None else maintenance.purge
+
+
 def _audit(request: Request, action: str, principal: Principal, **details: Any) -> None:
     audit = getattr(request.app.state, "audit", None)
     if audit is not None:
@@ -217,13 +223,10 @@ async def replace_voice(
     updated = await asyncio.to_thread(
         registry.store.update, record, data=data, name=name, base_voice=base_voice, public=public
     )
-    if updated.public != record.public:
-        # Old entries were keyed (and tagged) for the old audience: drop them all.
+    if updated.version != record.version or updated.public != record.public:
+        # Audio of the old sample, or keyed for the old audience, must go everywhere.
         registry.forget(voice_id)
-        await erase_cached_audio(gateway.cache, voice_id)
-    elif updated.version != record.version:
-        registry.forget(voice_id)
-        await erase_cached_audio(gateway.cache, voice_id, keep_version=updated.version)
+        await erase_cached_audio(gateway.cache, voice_id, _purger(request))
     _audit(request, "voice.update", principal, voice=voice_id, version=updated.version)
     return _out(updated, principal)
 
@@ -237,7 +240,7 @@ async def delete_voice(request: Request, gateway: GatewayDep, voice_id: str) -> 
     record = _owned(registry, voice_id, principal)
     sample_bytes = await asyncio.to_thread(registry.store.delete, record)
     registry.forget(voice_id)
-    tiers = await erase_cached_audio(gateway.cache, voice_id)
+    tiers = await erase_cached_audio(gateway.cache, voice_id, _purger(request))
     erased = ErasureOut(
         id=voice_id,
         erased_sample_bytes=sample_bytes,
