@@ -26,7 +26,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def wait_for(check: Callable[[], bool], seconds: float = 3.0) -> None:
+def wait_for(check: Callable[[], bool], seconds: float = 5.0) -> None:
     """Poll until `check()` holds (the keys file is re-read at most every 0.25 s)."""
     deadline = time.monotonic() + seconds
     while not check():
@@ -241,7 +241,9 @@ def test_characters_per_minute_cost_only_misses(
 def test_rate_limits_are_shared_through_redis(
     serve: Callable[..., LiveApp], vsettings: Settings, keys: dict[str, str], redis_url: str
 ) -> None:
-    shared = vsettings.model_copy(update={"rate_limit_rps": 0.2, "redis_url": redis_url})
+    shared = vsettings.model_copy(
+        update={"rate_limit_rps": 0.2, "redis_url": redis_url, "redis_timeout": 2.0}
+    )
     one, two = serve(shared), serve(shared)
     assert speak(one, keys["a"]).status_code == 200
     limited = speak(two, keys["a"])  # another replica, same key

@@ -82,7 +82,7 @@ def test_slow_body_is_cut_off_with_408(serve: Callable[..., LiveApp], settings: 
     )
     assert answer.startswith(b"HTTP/1.1 408")
     assert b"not received within 0.5 s" in answer
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 4
 
 
 def test_slow_headers_are_cut_off(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,12 +93,12 @@ def test_slow_headers_are_cut_off(settings: Settings, monkeypatch: pytest.Monkey
         with socket.create_connection((host, int(port)), timeout=5) as idle:
             started = time.monotonic()
             assert idle.recv(1) == b""  # a connection that never sends a request is closed
-            assert time.monotonic() - started < 3
+            assert time.monotonic() - started < 4
         with socket.create_connection((host, int(port)), timeout=5) as slow:
             slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # ...and never finishes
             started = time.monotonic()
             assert slow.recv(1) == b""
-            assert 0.3 < time.monotonic() - started < 3
+            assert 0.3 < time.monotonic() - started < 4
         with socket.create_connection((host, int(port)), timeout=5) as good:
             good.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert good.recv(4096).startswith(b"HTTP/1.1 200")

@@ -290,7 +290,7 @@ def test_erasure_reaches_the_memory_of_every_process(
     assert two.client.get(stored).headers["x-cache-tier"] == "memory"
 
     assert one.client.delete(f"/v1/voices/{voice['id']}").status_code == 200
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 5
     while two.client.get(stored).status_code != 404:
         assert time.monotonic() < deadline, "the other process still serves erased audio"
         time.sleep(0.05)
