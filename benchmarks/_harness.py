@@ -49,8 +49,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def tool(command: str) -> str | None:
+    """Path of ``command``: on PATH, or installed beside this Python (the venv's py-spy)."""
+    beside = Path(PYTHON).parent / command
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(command)
+
+
 def have(command: str) -> bool:
-    return shutil.which(command) is not None
+    return tool(command) is not None
 
 
 def pinned(command: Sequence[str], cores: str | None) -> list[str]:
@@ -111,6 +119,11 @@ class Process:
     def pid(self) -> int:
         assert self.popen is not None
         return self.popen.pid
+
+    def log_text(self) -> str:
+        if self.logfile is None or not self.logfile.exists():
+            return ""
+        return self.logfile.read_text(errors="replace")
 
     def log_tail(self, lines: int = 15) -> str:
         if self.logfile is None or not self.logfile.exists():

@@ -127,6 +127,10 @@ def run(quick: bool = False, params: Params | None = None) -> dict[str, Any]:
         with h.on_cores(h.CLIENT_CORES):
             answers = asyncio.run(stampede(urls, body, p.requests))
         stats = h.fake_stats(engine_url)
+        # distlock.py logs this when a replica gave up waiting for another one's fill.
+        lock_timeouts = sum(
+            process.log_text().count("for another replica to fill") for process in gateways
+        )
     finally:
         for process in gateways:
             process.stop()
@@ -146,6 +150,7 @@ def run(quick: bool = False, params: Params | None = None) -> dict[str, Any]:
         "replicas": replicas,
         "tiers": env["VOICECACHE_TIERS"],
         "engine_calls": stats["calls"],
+        "lock_wait_timeouts": lock_timeouts,
         "by_cache": dict(sorted(by_cache.items())),
         "errors": len(answers) - len(ok),
         "all_sent_s": max(a.sent for a in answers),
@@ -193,11 +198,15 @@ def render_markdown(result: dict[str, Any]) -> str:
     ]
     table = h.table(["", "value"], rows)
     if result["engine_calls"] > 1:
-        table += (
-            f"\n**{result['engine_calls']} engine calls, not 1**: misses are coalesced within "
-            "each gateway process, and on this commit nothing coalesces them across replicas "
-            "(no shared lock in Redis yet), so every replica called the engine once.\n"
+        why = (
+            f"{result['lock_wait_timeouts']} replica(s) logged that they gave up waiting for "
+            "the other replica's fill (`VOICECACHE_LOCK_WAIT`, 35 s by default) and called the "
+            "engine themselves: the leader's answer came later than that"
+            if result.get("lock_wait_timeouts")
+            else "misses are coalesced within each gateway process, and nothing on this commit "
+            "coalesced them across replicas"
         )
+        table += f"\n**{result['engine_calls']} engine calls, not 1**: {why}.\n"
     return table
 
 

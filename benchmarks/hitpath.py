@@ -195,7 +195,8 @@ def _layer(frame: str) -> str:
 def profile(pid: int, seconds: float, directory: Path) -> dict[str, Any]:
     """py-spy samples of ``pid``: share of samples by layer (leaf frame) and top functions."""
     out = directory / "profile.txt"
-    command = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds))]
+    command = [h.tool("py-spy") or "py-spy", "record", "--pid", str(pid)]
+    command += ["--duration", str(int(seconds))]
     command += ["--rate", "250", "--format", "raw", "--output", str(out), "--nonblocking"]
     done = subprocess.run(
         command, capture_output=True, text=True, check=False, timeout=seconds + 30
