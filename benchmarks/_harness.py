@@ -172,9 +172,12 @@ class Process:
 
 
 def start_fake_emotivoice(
-    latency: float, cores: str | None = SERVER_CORES, *, wait: bool = True
+    latency: float, cores: str | None = CLIENT_CORES, *, wait: bool = True
 ) -> tuple[Process, str]:
     """The fake EmotiVoice server (real HTTP, its wire format) answering after ``latency`` s.
+
+    It runs beside the load generator, not the gateway: a real engine runs on its own GPU
+    machine, so its synthesis and encoding must not take CPU from the gateway measured.
 
     ``wait=False`` returns at once (start a gateway meanwhile; call ``wait_http`` later)."""
     port = free_port()
@@ -331,7 +334,7 @@ def machine() -> dict[str, str]:
         "memory": memory,
         "os": debian or platform.platform(),
         "kernel": platform.release(),
-        "pinning": "taskset: servers on core 0, load generator on core 1"
+        "pinning": "taskset: servers on core 0, load generator (and the fake engine) on core 1"
         if _TWO_CORES
         else "none (fewer than 2 cores or no taskset)",
     }
@@ -371,10 +374,21 @@ def commit() -> dict[str, str]:
     """The commit measured, and whether the working tree differed from it."""
     head = _run_text(["git", "-C", str(REPO), "rev-parse", "HEAD"])
     status = subprocess.run(
-        ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "--", "src"],
+        [
+            "git",
+            "-C",
+            str(REPO),
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            "src",
+            "benchmarks/*.py",
+            "tests/fakes",
+        ],
         capture_output=True,
         text=True,
         check=False,
     ).stdout.strip()
     subject = _run_text(["git", "-C", str(REPO), "log", "-1", "--format=%s"])
-    return {"sha": head, "subject": subject, "src_dirty": "yes" if status else "no"}
+    return {"sha": head, "subject": subject, "code_dirty": "yes" if status else "no"}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
 import uuid
@@ -128,9 +129,9 @@ def run(quick: bool = False, params: Params | None = None) -> dict[str, Any]:
             answers = asyncio.run(stampede(urls, body, p.requests))
         stats = h.fake_stats(engine_url)
         # distlock.py logs this when a replica gave up waiting for another one's fill.
-        lock_timeouts = sum(
-            process.log_text().count("for another replica to fill") for process in gateways
-        )
+        logs = [process.log_text() for process in gateways]
+        lock_timeouts = sum(text.count("for another replica to fill") for text in logs)
+        warnings = _warnings(logs)
     finally:
         for process in gateways:
             process.stop()
@@ -151,6 +152,7 @@ def run(quick: bool = False, params: Params | None = None) -> dict[str, Any]:
         "tiers": env["VOICECACHE_TIERS"],
         "engine_calls": stats["calls"],
         "lock_wait_timeouts": lock_timeouts,
+        "gateway_warnings": warnings,
         "by_cache": dict(sorted(by_cache.items())),
         "errors": len(answers) - len(ok),
         "all_sent_s": max(a.sent for a in answers),
@@ -165,6 +167,18 @@ def run(quick: bool = False, params: Params | None = None) -> dict[str, Any]:
         f"last answer {result['last_answer_s']:.2f} s"
     )
     return result
+
+
+def _warnings(logs: Sequence[str]) -> list[tuple[str, int]]:
+    """Distinct warning/error lines of the gateways' logs (hex digests masked), most common
+    first: they say why a herd was not coalesced (lock waits, Redis timeouts, breakers)."""
+    counts: dict[str, int] = {}
+    for text in logs:
+        for line in text.splitlines():
+            if any(word in line.lower() for word in ("warn", "error", "timeout", "circuit")):
+                masked = re.sub(r"[0-9a-f]{16,}", "…", line.strip())[:200]
+                counts[masked] = counts.get(masked, 0) + 1
+    return sorted(counts.items(), key=lambda item: -item[1])[:8]
 
 
 def render_markdown(result: dict[str, Any]) -> str:
@@ -203,10 +217,14 @@ def render_markdown(result: dict[str, Any]) -> str:
             "the other replica's fill (`VOICECACHE_LOCK_WAIT`, 35 s by default) and called the "
             "engine themselves: the leader's answer came later than that"
             if result.get("lock_wait_timeouts")
-            else "misses are coalesced within each gateway process, and nothing on this commit "
-            "coalesced them across replicas"
+            else "misses are coalesced within each gateway process, but the cross-replica "
+            "fill lock (`distlock.py`) did not make the other replica wait (see the gateways' "
+            "warnings below, if any)"
         )
         table += f"\n**{result['engine_calls']} engine calls, not 1**: {why}.\n"
+    if result.get("gateway_warnings"):
+        table += "\nWarnings the gateways logged during the herd (count × line):\n\n"
+        table += "".join(f"- {n} × `{line}`\n" for line, n in result["gateway_warnings"])
     return table
 
 

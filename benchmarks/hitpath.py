@@ -174,22 +174,31 @@ http {{
 # -- profile ----------------------------------------------------------------------------------
 
 
+# py-spy names frames `function (package/module.py:line)`; the layer is the path's prefix.
 _LAYERS = (
     ("voicecache fast lane", "voicecache/fastlane.py"),
-    ("voicecache", "/voicecache/"),
-    ("FastAPI", "/fastapi/"),
-    ("Starlette", "/starlette/"),
-    ("pydantic", "/pydantic"),
-    ("uvicorn (httptools protocol)", "/uvicorn/"),
-    ("asyncio event loop", "/asyncio/"),
+    ("voicecache (other modules)", "voicecache/"),
+    ("FastAPI", "fastapi/"),
+    ("Starlette", "starlette/"),
+    ("pydantic", "pydantic"),
+    ("uvicorn (httptools protocol, response writes)", "uvicorn/"),
+    ("event loop (uvloop's C code: polling, socket reads)", "asyncio/"),
 )
+# Always on the stack of a served request, so never interesting as "inclusive".
+_ENTRY_POINTS = ("voicecache/__main__.py", "voicecache/cli.py")
+
+
+def _path(frame: str) -> str:
+    match = re.search(r"\((.*?)(?::\d+)?\)$", frame)
+    return match.group(1) if match else ""
 
 
 def _layer(frame: str) -> str:
-    for name, needle in _LAYERS:
-        if needle in frame:
+    path = _path(frame)
+    for name, prefix in _LAYERS:
+        if path.startswith(prefix) or f"/{prefix}" in path:
             return name
-    return "other (stdlib, json, …)"
+    return "other (stdlib, …)"
 
 
 def profile(pid: int, seconds: float, directory: Path) -> dict[str, Any]:
@@ -205,6 +214,7 @@ def profile(pid: int, seconds: float, directory: Path) -> dict[str, Any]:
         return {"error": (done.stderr or done.stdout).strip()[-300:]}
     layers: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
+    callers: dict[str, Counter[str]] = {}
     inclusive: Counter[str] = Counter()
     total = 0
     for line in out.read_text().splitlines():
@@ -216,13 +226,24 @@ def profile(pid: int, seconds: float, directory: Path) -> dict[str, Any]:
         total += count
         leaf = frames[-1]
         leaves[_short(leaf)] += count
+        if len(frames) > 1:
+            callers.setdefault(_short(leaf), Counter())[_short(frames[-2])] += count
         layers[_layer(leaf)] += count
-        for name in {_short(f) for f in frames if "/voicecache/" in f}:
+        for name in {
+            _short(f)
+            for f in frames
+            if _path(f).startswith("voicecache/") and not _path(f).startswith(_ENTRY_POINTS)
+        }:
             inclusive[name] += count
     return {
         "samples": total,
         "layers": [(name, n / total) for name, n in layers.most_common()] if total else [],
-        "top_self": [(name, n / total) for name, n in leaves.most_common(12)] if total else [],
+        "top_self": [
+            (name, n / total, (callers.get(name) or Counter({"": 0})).most_common(1)[0][0])
+            for name, n in leaves.most_common(12)
+        ]
+        if total
+        else [],
         "voicecache_inclusive": [(name, n / total) for name, n in inclusive.most_common(10)]
         if total
         else [],
@@ -482,7 +503,19 @@ def render_markdown(result: dict[str, Any]) -> str:
         )
         out.append(h.table(["layer", "share"], [[n, f"{s:.0%}"] for n, s in prof["layers"]]))
         out.append("Top functions by self time:\n")
-        out.append(h.table(["function", "self"], [[n, f"{s:.1%}"] for n, s in prof["top_self"]]))
+        out.append(
+            h.table(
+                ["function", "self", "mostly called from"],
+                [[n, f"{s:.1%}", caller] for n, s, caller in prof["top_self"]],
+            )
+        )
+        out.append(
+            "Reading the profile: the self time of uvicorn's `RequestResponseCycle.send` is "
+            "`transport.write` copying the body into the kernel (nginx hands the file to "
+            "`sendfile`, with no copy through user space); `Runner.run` is uvloop's C event "
+            "loop (epoll, socket reads); frames under FastAPI/Starlette on a fast-lane hit are "
+            "the middleware the app wraps around the fast lane.\n"
+        )
         out.append("voicecache functions by inclusive time:\n")
         out.append(
             h.table(

@@ -41,20 +41,37 @@ def draw(results: dict[str, Any], directory: Path) -> dict[str, str]:
     hitpath = results.get("hitpath", {})
     rows = [r for r in hitpath.get("summary", []) if r["endpoint"] != "GET file"]
     if rows:
-        fig, ax = plt.subplots(figsize=(9, 4))
-        rows = sorted(
-            rows, key=lambda r: (r["workers"], r["connections"], r["tier"], r["endpoint"])
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        groups = sorted({(r["workers"], r["connections"]) for r in rows})
+        series = sorted({(r["tier"], r["endpoint"]) for r in rows})
+        width = 0.8 / len(series)
+        for i, (tier, endpoint) in enumerate(series):
+            values = [
+                next(
+                    (
+                        r["x_nginx"]
+                        for r in rows
+                        if (r["workers"], r["connections"]) == group
+                        and (r["tier"], r["endpoint"]) == (tier, endpoint)
+                    ),
+                    0.0,
+                )
+                for group in groups
+            ]
+            ax.bar(
+                [x + i * width for x in range(len(groups))],
+                values,
+                width,
+                label=f"{tier}: {endpoint.split(' /')[0]} {endpoint.split(' ', 1)[1]}",
+            )
+        ax.axhline(1.0, color="tab:red", linestyle="--", label="nginx static file")
+        ax.set_xticks(
+            [x + width * (len(series) - 1) / 2 for x in range(len(groups))],
+            [f"{w} worker(s)\n{c} connection(s)" for w, c in groups],
         )
-        labels = [
-            f"{r['tier']}\n{r['endpoint'].split()[0]} {r['workers']}w {r['connections']}c"
-            for r in rows
-        ]
-        ax.bar(range(len(rows)), [r["x_nginx"] for r in rows], color="tab:blue")
-        ax.axhline(1.0, color="tab:red", linestyle="--", label="nginx static file = 1.0")
-        ax.set_xticks(range(len(rows)), labels, fontsize=7)
-        ax.set_ylabel("req/s ÷ nginx req/s")
+        ax.set_ylabel("req/s ÷ nginx req/s (same round)")
         ax.set_title("Cache hits of a ~100 KB clip vs nginx serving the same bytes")
-        ax.legend()
+        ax.legend(fontsize=7, ncol=2)
         written["hitpath"] = _save(fig, directory / "hitpath_vs_nginx.png")
 
     rss = results.get("rss", {})

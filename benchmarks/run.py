@@ -147,8 +147,9 @@ def render(results: dict[str, Any], meta: dict[str, Any], plots: dict[str, str])
         "# voicecache benchmarks\n",
         f"Written by `{meta['command']}` on {meta['started']} in {meta['seconds'] / 60:.1f} "
         f"minutes{' (QUICK smoke run: numbers mean nothing)' if meta['quick'] else ''}. "
-        f"Commit measured: `{c['sha']}` ({c['subject']}); uncommitted changes under src/: "
-        f"{c['src_dirty']}. Every number below comes from that one run; raw numbers are in "
+        f"Commit measured: `{c['sha']}` ({c['subject']}); uncommitted changes to the code "
+        f"measured or measuring (src/, benchmarks/*.py, tests/fakes/): {c['code_dirty']}. "
+        "Every number below comes from that one run; raw numbers are in "
         f"`{meta['json_name']}` beside this file.\n",
         "Machines here are shared and noisy: read the ratios (measured side by side, in "
         "alternating rounds) rather than the absolute numbers.\n",
@@ -235,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(results, meta, plots), encoding="utf-8")
     args.out.with_suffix(".json").write_text(
-        json.dumps({"meta": meta, "results": results}, indent=1, default=str), encoding="utf-8"
+        json.dumps({"meta": meta, "results": results}, default=str), encoding="utf-8"
     )
     h.log(f"bench: wrote {args.out} in {meta['seconds'] / 60:.1f} min")
     return 0
