@@ -121,7 +121,7 @@ class PurgeFilter:
         if not all_entries and not flt.conditions():
             raise InvalidFilter(
                 "give at least one filter (key, voice, tag, engine, model_version, older_than, "
-                "expired) or all=true; a purge without a filter is refused"
+                "expired) or ask for all (all=true, --all); a purge without a filter is refused"
             )
         return flt
 
