@@ -29,7 +29,7 @@ import secrets
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from voicecache.crypto import DecryptionFailed, Keyring
 from voicecache.engines.base import Engine, Reference
 from voicecache.errors import InvalidRequest, NotFound, UnknownVoice
 from voicecache.gateway import BuiltinVoices, ResolvedVoice
-from voicecache.invalidation import PurgeFilter, PurgeReport, purge
+from voicecache.invalidation import PurgeFilter, purge
 from voicecache.request import VOICE_PATTERN
 from voicecache.tiers.tiered import TieredCache
 from voicecache.voice_sample import Sample, decode_sample, validate_sample
@@ -413,18 +413,12 @@ class VoiceRegistry:
             del self._references[cache_key]
 
 
-async def erase_cached_audio(
-    cache: TieredCache,
-    voice_id: str,
-    purger: Callable[[PurgeFilter], Awaitable[PurgeReport]] | None = None,
-) -> dict[str, dict[str, int]]:
+async def erase_cached_audio(cache: TieredCache, voice_id: str) -> dict[str, dict[str, int]]:
     """Delete every cached entry made with `voice_id` from every tier, through
-    `invalidation`'s purge: it uses a tier's voice index where there is one, and fences fills
-    racing the erasure so none can store the voice's audio again. `purger` is the server's
-    `Maintenance.purge`, which also makes every other process drop its copies. Returns
-    entries, bytes and errors per tier."""
-    flt = PurgeFilter.create(now=cache.clock(), voice=voice_id)
-    report = await (purger(flt) if purger is not None else purge(cache, flt))
+    `invalidation.purge`: it uses a tier's voice index where there is one, fences fills
+    racing the erasure so none can store the voice's audio again, and announces the purge so
+    every other process drops its copies too. Returns entries, bytes and errors per tier."""
+    report = await purge(cache, PurgeFilter.create(now=cache.clock(), voice=voice_id))
     return {
         name: {"entries": r.entries, "bytes": r.bytes, "errors": int(r.error is not None)}
         for name, r in report.tiers.items()

@@ -130,12 +130,6 @@ def _owned(registry: VoiceRegistry, voice_id: str, principal: Principal) -> Voic
     return record
 
 
-def _purger(request: Request) -> Any:
-    """The server's purge that reaches every process (`Maintenance.purge`), if running."""
-    maintenance = getattr(request.app.state, "maintenance", None)
-    return None if maintenance is None else maintenance.purge
-
-
 def _audit(request: Request, action: str, principal: Principal, **details: Any) -> None:
     audit = getattr(request.app.state, "audit", None)
     if audit is not None:
@@ -226,7 +220,7 @@ async def replace_voice(
     if updated.version != record.version or updated.public != record.public:
         # Audio of the old sample, or keyed for the old audience, must go everywhere.
         registry.forget(voice_id)
-        await erase_cached_audio(gateway.cache, voice_id, _purger(request))
+        await erase_cached_audio(gateway.cache, voice_id)
     _audit(request, "voice.update", principal, voice=voice_id, version=updated.version)
     return _out(updated, principal)
 
@@ -240,7 +234,7 @@ async def delete_voice(request: Request, gateway: GatewayDep, voice_id: str) -> 
     record = _owned(registry, voice_id, principal)
     sample_bytes = await asyncio.to_thread(registry.store.delete, record)
     registry.forget(voice_id)
-    tiers = await erase_cached_audio(gateway.cache, voice_id, _purger(request))
+    tiers = await erase_cached_audio(gateway.cache, voice_id)
     erased = ErasureOut(
         id=voice_id,
         erased_sample_bytes=sample_bytes,
