@@ -121,6 +121,7 @@ class Settings(BaseSettings):
     workers: int = 1
     data_dir: Path = Path("./.voicecache")
     log_format: Literal["text", "json"] = "text"
+    access_log: bool = True
     log_level: str = "info"
     max_body_bytes: int = 64 * 1024
     client_timeout: float = 30.0

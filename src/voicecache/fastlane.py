@@ -28,6 +28,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from voicecache.accesslog import note_result
 from voicecache.errors import VoicecacheError
 from voicecache.gateway import Gateway, SpeechResult
 from voicecache.httpcache import cache_headers
@@ -69,6 +70,7 @@ class FastLane:
             if result is None or result.meta.tenant is not None:
                 await self.app(scope, receive, send)
                 return
+            note_result(scope, result)
             await self._respond(send, result, gateway.clock())
             gateway.observer.request_done(result, result.meta.engine, time.perf_counter() - started)
             return
@@ -89,6 +91,7 @@ class FastLane:
         if resolved is not None:
             result = gateway.memory_hit(resolved[0])
             if result is not None:
+                note_result(scope, result)
                 await self._respond(send, result, gateway.clock())
                 gateway.observer.request_done(result, resolved[1], time.perf_counter() - started)
                 return

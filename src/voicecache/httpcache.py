@@ -19,6 +19,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from voicecache.accesslog import note_result
 from voicecache.gateway import SpeechResult
 
 # Pinned audio never expires; a year is the longest max-age caches honour in practice.
@@ -98,6 +99,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 def audio_response(request: Request, result: SpeechResult, now: float) -> Response:
     """The HTTP response for `result`: 200, 206, 304 or 416, with the cache headers; headers
     only for `HEAD`."""
+    note_result(request.scope, result)
     headers = cache_headers(result, now)
     data = result.data
     status = 200

@@ -1,0 +1,145 @@
+"""One log line per HTTP request: request id, key prefix, result, tier, engine, latency.
+
+`VOICECACHE_LOG_FORMAT=json` writes JSON lines (one object per line, for log shippers);
+`text` writes the same fields as `name=value` pairs. Lines go to stderr;
+`VOICECACHE_ACCESS_LOG=false` turns them off.
+
+`AccessLogMiddleware` is the outermost ASGI layer, so it times and logs every request, the
+fast lane's included. Audio responses say what they served by leaving their `SpeechResult`
+in the ASGI scope under `RESULT_SCOPE_KEY` (`note_result`): a dict store, so the hit path
+pays nothing for it. The request id is the client's `X-Request-ID` when it sends a sane one,
+else a fresh one; it is echoed in the response's `X-Request-ID`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sys
+import time
+from typing import Any, Literal, TextIO
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from voicecache.gateway import SpeechResult
+
+RESULT_SCOPE_KEY = "voicecache.result"
+KEY_PREFIX = 12
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def note_result(scope: Scope, result: SpeechResult) -> None:
+    """Record what an audio response served, for the access log line."""
+    scope[RESULT_SCOPE_KEY] = result
+
+
+class AccessLog:
+    """Formats access log lines and writes them to a text stream (stderr by default).
+
+    Lines are written directly rather than through `logging`: a log record costs several
+    times what a fast-lane hit costs, and this runs once per request. The timestamp prefix
+    is formatted once per second, and JSON is assembled by hand (only the path and the
+    engine name can hold characters that need escaping; request ids are validated)."""
+
+    def __init__(self, fmt: Literal["text", "json"] = "text", stream: TextIO | None = None):
+        self.json = fmt == "json"
+        self.stream: TextIO = stream if stream is not None else sys.stderr
+        self._second = -1
+        self._prefix = ""
+
+    def _timestamp(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+
+    def line(
+        self,
+        *,
+        request_id: str,
+        method: str,
+        path: str,
+        status: int,
+        seconds: float,
+        result: SpeechResult | None = None,
+    ) -> str:
+        """One log line (no trailing newline)."""
+        ms = round(seconds * 1000, 3)
+        outcome = key = tier = engine = None
+        if result is not None:
+            outcome, key, tier = result.status, result.key[:KEY_PREFIX], result.tier
+            engine = result.meta.engine
+        if self.json:
+            return (
+                f'{{"ts":"{self._timestamp()}","request_id":"{request_id}",'
+                f'"method":"{method}","path":{_json(path)},"status":{status},'
+                f'"result":{_json(outcome)},"key":{_json(key)},"tier":{_json(tier)},'
+                f'"engine":{_json(engine)},"ms":{ms}}}'
+            )
+        return (
+            f"ts={self._timestamp()} request_id={request_id} method={method} path={path} "
+            f"status={status} result={outcome or '-'} key={key or '-'} tier={tier or '-'} "
+            f"engine={engine or '-'} ms={ms}"
+        )
+
+    def emit(self, **fields: Any) -> None:
+        """Write one line; a failing stream never fails the request."""
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.write(self.line(**fields) + "\n")
+
+
+def _json(value: str | None) -> str:
+    return "null" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's `X-Request-ID` if it is sane, else a new random id."""
+    for name, value in headers:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _REQUEST_ID.match(candidate):
+                return candidate
+            break
+    return os.urandom(8).hex()
+
+
+class AccessLogMiddleware:
+    """ASGI middleware: times each HTTP request and writes its access log line."""
+
+    def __init__(self, app: ASGIApp, access_log: AccessLog) -> None:
+        self.app = app
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = request_id_from(scope["headers"])
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self.access_log.emit(
+                request_id=request_id,
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                seconds=time.perf_counter() - started,
+                result=scope.get(RESULT_SCOPE_KEY),
+            )
