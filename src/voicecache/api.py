@@ -23,7 +23,7 @@ from voicecache.errors import VoicecacheError
 from voicecache.fastlane import FastLane
 from voicecache.gateway import Gateway
 from voicecache.maintenance import Maintenance
-from voicecache.routes import admin, audio, metrics, speech, system, voices
+from voicecache.routes import admin, audio, dashboard, metrics, speech, system, voices
 from voicecache.routes.schemas import COMMON_ERRORS
 from voicecache.security import install_security
 from voicecache.service import build_gateway
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.include_router(audio.router)
     app.include_router(metrics.router)
     app.include_router(admin.router)
+    app.include_router(dashboard.router)
     _install_error_handlers(app)
     # Added first: middleware added after it (authentication, body limits) wraps it and
     # so still runs before it.
