@@ -208,4 +208,4 @@ def main() -> None:
         sys.exit(130)
 
 
-from voicecache.commands import doctor, keys, purge  # noqa: E402,F401
+from voicecache.commands import doctor, keys, ops, purge  # noqa: E402,F401
