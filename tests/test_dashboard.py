@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 
 from tests.conftest import LiveApp
 from tests.test_metrics import scrape
+from voicecache.auth import KeyStore, keys_path
+from voicecache.config import Settings
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -159,3 +162,25 @@ def test_dashboard_in_headless_chromium_matches_metrics(live: LiveApp, tmp_path:
     assert taken.returncode == 0, taken.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size > 20_000
+
+
+@pytest.mark.browser
+def test_with_api_keys_the_data_needs_the_admin_scope(
+    serve: Callable[..., LiveApp], settings: Settings, tmp_path: Path
+) -> None:
+    store = KeyStore(keys_path(settings))
+    admin, _ = store.add("ops", ["admin"])
+    speaker, _ = store.add("acme", ["speak"])
+    live = serve(settings)
+    assert live.client.get("/dashboard").status_code == 200  # the page holds no data
+    assert live.client.get("/dashboard/data").status_code == 401
+    speak_only = {"Authorization": f"Bearer {speaker}"}
+    assert live.client.get("/dashboard/data", headers=speak_only).status_code == 403
+    allowed = live.client.get("/dashboard/data", headers={"Authorization": f"Bearer {admin}"})
+    assert allowed.status_code == 200 and "totals" in allowed.json()
+
+    dumped = chromium("--dump-dom", f"{live.url}/dashboard", profile=tmp_path / "profile")
+    page = _Values()
+    page.feed(dumped.stdout)
+    assert "hidden" not in page.attrs_by_id["login"]  # the page asks for a key
+    assert "This server needs an API key." in dumped.stdout

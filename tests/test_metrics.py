@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -14,6 +17,7 @@ from voicecache.metrics import Metrics
 from voicecache.tiers.base import EntryMeta
 
 TEXT = "Thanks for the follow!"
+GRAFANA = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "voicecache.json"
 
 
 def scrape(live: LiveApp) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -92,3 +96,20 @@ def test_observing_a_hit_costs_microseconds() -> None:
     print(f"request_done: {per_call * 1e6:.2f} µs")
     assert per_call < 10e-6
     assert metrics.totals()["requests"]["hit"] == rounds
+
+
+def test_grafana_dashboard_uses_only_exposed_metrics(live: LiveApp) -> None:
+    dashboard = json.loads(GRAFANA.read_text())
+    assert dashboard["title"] == "voicecache" and dashboard["panels"]
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {
+        re.sub(r"_(bucket|count|sum)$", "", name)
+        for expr in expressions
+        for name in re.findall(r"voicecache_[a-z_]+", expr)
+    }
+    live.client.post("/tts", json={"text": TEXT, "voice": "en"})
+    live.client.post("/tts", json={"text": TEXT, "voice": "nope"})  # an error
+    live.gateway.engines["espeak"].state = "closed"  # type: ignore[attr-defined]
+    exposed = {re.sub(r"_(bucket|count|sum)$", "", name) for name, _ in scrape(live)}
+    assert used <= exposed, used - exposed
+    assert {"voicecache_requests_total", "voicecache_cost_saved_total"} <= used

@@ -237,6 +237,8 @@ SCOPE_TABLE: list[tuple[frozenset[str] | None, str, str | None]] = [
     (frozenset({"GET", "HEAD"}), "/v1/voices", ANY_KEY),
     (None, "/admin", "admin"),
     (None, "/metrics", "admin"),
+    (None, "/dashboard/data", "admin"),
+    (frozenset({"GET", "HEAD"}), "/dashboard", None),  # the page holds no data itself
 ]
 
 
