@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import LiveApp
@@ -113,3 +114,40 @@ def test_grafana_dashboard_uses_only_exposed_metrics(live: LiveApp) -> None:
     exposed = {re.sub(r"_(bucket|count|sum)$", "", name) for name, _ in scrape(live)}
     assert used <= exposed, used - exposed
     assert {"voicecache_requests_total", "voicecache_cost_saved_total"} <= used
+
+
+def test_by_key_hits_and_engine_resilience_counters_are_exposed(live: LiveApp) -> None:
+    key = live.client.post("/tts", json={"text": TEXT, "voice": "en"}).headers["x-cache-key"]
+    assert (
+        live.client.get(f"/v1/audio/{key}.wav", headers={"Range": "bytes=0-9"}).status_code == 206
+    )
+    assert live.client.head(f"/v1/audio/{key}.wav").status_code == 200
+    engine = live.gateway.engines["espeak"]
+    # What a ResilientEngine keeps as plain attributes, read at scrape time.
+    engine.attempts, engine.retries, engine.in_flight = 7, 2, 1  # type: ignore[attr-defined]
+    engine.rejected_open, engine.rejected_queue = 3, 0  # type: ignore[attr-defined]
+    engine.breaker_transitions = {"open": 1, "half_open": 1, "closed": 1}  # type: ignore[attr-defined]
+    m = scrape(live)
+    hits = (("engine", "espeak"), ("result", "hit"), ("tier", "memory"))
+    assert m[("voicecache_requests_total", hits)] == 2  # slow-path GET and HEAD by key
+    espeak = (("engine", "espeak"),)
+    assert m[("voicecache_engine_attempts_total", espeak)] == 7
+    assert m[("voicecache_engine_retries_total", espeak)] == 2
+    assert m[("voicecache_engine_in_flight", espeak)] == 1
+    assert ("voicecache_engine_timeouts_total", espeak) not in m  # not kept by this engine
+    assert m[("voicecache_engine_rejected_total", (*espeak, ("reason", "open")))] == 3
+    transitions = "voicecache_engine_breaker_transitions_total"
+    assert m[(transitions, (*espeak, ("state", "half_open")))] == 1
+
+
+@pytest.mark.redis
+def test_remote_tier_circuit_state_and_stats(
+    serve: Callable[..., LiveApp], settings: Settings, redis_url: str
+) -> None:
+    live = serve(settings.model_copy(update={"tiers": ["memory", "redis"], "redis_url": redis_url}))
+    live.client.post("/tts", json={"text": TEXT, "voice": "en"})
+    m = scrape(live)
+    redis = (("tier", "redis"),)
+    assert m[("voicecache_tier_circuit_state", (("state", "closed"), *redis))] == 1
+    assert m[("voicecache_tier_circuit_state", (("state", "half_open"), *redis))] == 0
+    assert m[("voicecache_tier_entries", redis)] == 2  # canonical FLAC and the WAV variant

@@ -438,6 +438,7 @@ class Gateway:
         self, digest: str, fmt: AudioFormat, *, tenant: str | None = None
     ) -> SpeechResult:
         """Stored audio by key, for `GET /v1/audio/{key}.{format}`; never calls an engine."""
+        started = time.perf_counter()
         since = self.cache.generation
         found = await self.cache.get(f"{digest}.{fmt}")
         if found is None or not found.fresh:
@@ -453,7 +454,9 @@ class Gateway:
         meta = found.entry.meta
         if meta.tenant is not None and meta.tenant != tenant:
             raise NotFound(f"no audio stored under key {digest}")
-        return self._result(found.entry, "HIT", found.tier)
+        result = self._result(found.entry, "HIT", found.tier)
+        self.observer.request_done(result, meta.engine, time.perf_counter() - started)
+        return result
 
     def engine_names(self) -> Sequence[str]:
         return sorted(self.engines)

@@ -99,7 +99,7 @@ class Insights:
     def record(self, result: SpeechResult, seconds: float) -> None:
         """One served request."""
         status = result.status
-        self._count(_INDEX[status])
+        self._count(_INDEX.get(status, 0))
         if status == "MISS":
             self._miss_latency.append(seconds)
         else:

@@ -1,6 +1,6 @@
 """Prometheus metrics, fed by the gateway as its `GatewayObserver`.
 
-Per request (cheap: cached label children, a few µs in all):
+Per request (plain counters, ~1 µs plus the dashboard's `Insights`):
 
     voicecache_requests_total{result="hit|miss|coalesced|stale|error",tier,engine}
     voicecache_request_seconds{result}                 histogram
@@ -10,12 +10,17 @@ Per request (cheap: cached label children, a few µs in all):
     voicecache_cost_saved_total                        cache characters × price per million
     voicecache_errors_total{type}                      failed requests by error class
 
-At scrape time, from each tier's `TierStats` and each engine's `state` (a custom collector,
-so the hit path pays nothing for them):
+At scrape time, from each tier's `TierStats` and each engine's attributes (a custom
+collector, so the hit path pays nothing for them):
 
     voicecache_tier_bytes{tier}, voicecache_tier_entries{tier},
     voicecache_tier_capacity_bytes{tier}, voicecache_evictions_total{tier},
-    voicecache_tier_errors_total{tier}, voicecache_engine_circuit_state{engine,state}
+    voicecache_tier_errors_total{tier}, voicecache_tier_circuit_state{tier,state},
+    voicecache_engine_circuit_state{engine,state}, and for resilient engines
+    voicecache_engine_{attempts,retries,failures,timeouts}_total{engine},
+    voicecache_engine_rejected_total{engine,reason="open|queue"},
+    voicecache_engine_breaker_transitions_total{engine,state},
+    voicecache_engine_in_flight{engine}, voicecache_engine_queued{engine}
 
 The hit path is the product's hot loop, so the observer keeps plain Python numbers (a dict
 increment and a bisect: well under a microsecond each, where a prometheus-client
@@ -30,6 +35,7 @@ container) and scrape each when per-worker accuracy matters.
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -63,6 +69,26 @@ class StateSnapshot:
     tiers: list[TierStats] = field(default_factory=list)
     tier_errors: dict[str, int] = field(default_factory=dict)
     engine_states: dict[str, str] = field(default_factory=dict)
+    # Resilience counters of engines that keep them (`ResilientEngine`): name -> counter -> n.
+    engine_counters: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# Plain attributes a resilient engine keeps, exposed per engine when present.
+_ENGINE_COUNTERS = {
+    "attempts": "Upstream attempts, retries included",
+    "retries": "Attempts that were retries",
+    "failures": "Attempts that failed",
+    "timeouts": "Attempts that timed out",
+}
+_ENGINE_GAUGES = {
+    "in_flight": "Engine calls running upstream now",
+    "queued": "Engine calls waiting for a concurrency slot",
+}
+
+
+def _circuit_state(value: object) -> str | None:
+    # Engines say half_open, tier breakers say half-open: expose one spelling.
+    return value.replace("-", "_") if isinstance(value, str) else None
 
 
 class _StateCollector(Collector):
@@ -104,7 +130,57 @@ class _StateCollector(Collector):
         for engine, state in snap.engine_states.items():
             for candidate in CIRCUIT_STATES:
                 circuit.add_metric([engine, candidate], 1.0 if candidate == state else 0.0)
-        return [size, entries, capacity, evictions, errors, circuit]
+        tier_circuit = GaugeMetricFamily(
+            "voicecache_tier_circuit_state",
+            "1 for a remote tier's current circuit-breaker state (closed, open, half_open)",
+            labels=["tier", "state"],
+        )
+        for stats in snap.tiers:
+            state = _circuit_state(stats.extra.get("circuit"))
+            if state is not None:
+                for candidate in CIRCUIT_STATES:
+                    tier_circuit.add_metric([stats.name, candidate], float(candidate == state))
+        families: list[Metric] = [size, entries, capacity, evictions, errors, circuit]
+        families.append(tier_circuit)
+        families.extend(self._engine_families(snap))
+        return families
+
+    @staticmethod
+    def _engine_families(snap: StateSnapshot) -> list[Metric]:
+        families: list[Metric] = []
+        for name, help_text in _ENGINE_COUNTERS.items():
+            family = CounterMetricFamily(f"voicecache_engine_{name}", help_text, labels=["engine"])
+            for engine, counters in snap.engine_counters.items():
+                if isinstance(counters.get(name), int | float):
+                    family.add_metric([engine], counters[name])
+            families.append(family)
+        for name, help_text in _ENGINE_GAUGES.items():
+            family = GaugeMetricFamily(f"voicecache_engine_{name}", help_text, labels=["engine"])
+            for engine, counters in snap.engine_counters.items():
+                if isinstance(counters.get(name), int | float):
+                    family.add_metric([engine], counters[name])
+            families.append(family)
+        rejected = CounterMetricFamily(
+            "voicecache_engine_rejected",
+            "Engine calls refused before reaching the engine (open circuit, full queue)",
+            labels=["engine", "reason"],
+        )
+        transitions = CounterMetricFamily(
+            "voicecache_engine_breaker_transitions",
+            "Circuit-breaker state changes of an engine",
+            labels=["engine", "state"],
+        )
+        for engine, counters in snap.engine_counters.items():
+            for reason in ("open", "queue"):
+                value = counters.get(f"rejected_{reason}")
+                if isinstance(value, int | float):
+                    rejected.add_metric([engine, reason], value)
+            changes = counters.get("breaker_transitions")
+            if isinstance(changes, dict):
+                for state, count in changes.items():
+                    transitions.add_metric([engine, str(_circuit_state(state))], count)
+        families.extend((rejected, transitions))
+        return families
 
 
 class _Histogram:
@@ -145,6 +221,7 @@ class Metrics(Collector):
         self.characters = {"engine": 0, "cache": 0}
         self.cost_saved = 0.0
         self.errors: dict[str, int] = {}
+        self._tier_stats: dict[str, tuple[float, TierStats]] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         self.registry.register(_StateCollector(self))
@@ -156,7 +233,10 @@ class Metrics(Collector):
         key = (status, result.tier or "none", engine)
         requests = self.requests
         requests[key] = requests.get(key, 0) + 1
-        self.request_seconds[status].observe(seconds)
+        histogram = self.request_seconds.get(status)
+        if histogram is None:  # a status this module does not know yet: count it anyway
+            histogram = self.request_seconds[status] = _Histogram(_LATENCY_BUCKETS)
+        histogram.observe(seconds)
         if status != "miss":
             characters = len(result.meta.text)
             self.characters["cache"] += characters
@@ -228,21 +308,44 @@ class Metrics(Collector):
         return [requests, seconds, calls, engine_seconds, characters, cost, errors]
 
     async def refresh(self, gateway: Gateway) -> None:
-        """Read tier stats and engine states for the next scrape."""
+        """Read tier stats and engine state for the next scrape.
+
+        Some tiers count by listing (a Redis SCAN, an S3 listing), so each tier's stats are
+        kept for 50 times as long as reading them took: free for memory and disk, seconds
+        for a large bucket, whatever the scrape interval."""
         tiers: list[TierStats] = []
         for tier in gateway.cache.tiers:
+            cached = self._tier_stats.get(tier.name)
+            now = time.monotonic()
+            if cached is not None and now < cached[0]:
+                tiers.append(cached[1])
+                continue
             try:
-                tiers.append(await tier.stats())
+                stats = await tier.stats()
             except Exception:  # a dead tier still gets its error counter exposed
-                tiers.append(TierStats(name=tier.name))
+                stats = TierStats(name=tier.name)
+            took = time.monotonic() - now
+            self._tier_stats[tier.name] = (now + took * 50, stats)
+            tiers.append(stats)
+        engine_states: dict[str, str] = {}
+        engine_counters: dict[str, dict[str, Any]] = {}
+        for name, engine in gateway.engines.items():
+            state = _circuit_state(getattr(engine, "state", None))
+            if state is not None:
+                engine_states[name] = state
+            counters = {
+                attribute: getattr(engine, attribute)
+                for attribute in (*_ENGINE_COUNTERS, *_ENGINE_GAUGES, "rejected_open",
+                                  "rejected_queue", "breaker_transitions")
+                if hasattr(engine, attribute)
+            }  # fmt: skip
+            if counters:
+                engine_counters[name] = counters
         self.state = StateSnapshot(
             tiers=tiers,
             tier_errors=dict(gateway.cache.errors),
-            engine_states={
-                name: state
-                for name, engine in gateway.engines.items()
-                if isinstance(state := getattr(engine, "state", None), str)
-            },
+            engine_states=engine_states,
+            engine_counters=engine_counters,
         )
 
     def exposition(self) -> bytes:
