@@ -12,35 +12,22 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from voicecache.audio import FORMATS
 from voicecache.cli import ConfigOption, app, fail, load_settings, run
 from voicecache.config import Settings
 from voicecache.request import SpeechRequest
-from voicecache.script import Script, ScriptError, read_script
-from voicecache.warmup import (
-    LineResult,
-    LocalTarget,
-    RemoteTarget,
-    ServerUnreachable,
-    Target,
-    WarmReport,
-    warm_lines,
-)
+
+if TYPE_CHECKING:  # imported where used: every `voicecache` command imports this module
+    import httpx
+
+    from voicecache.script import Script
+    from voicecache.warmup import LineResult, Target, WarmReport
 
 UrlOption = Annotated[
     str | None,
@@ -65,6 +52,8 @@ def money(amount: float) -> str:
 
 
 def _client(url: str, api_key: str | None, timeout: float) -> httpx.AsyncClient:
+    import httpx
+
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     return httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
 
@@ -85,6 +74,17 @@ def warm(
     config: ConfigOption = None,
 ) -> None:
     """Pre-generate every line of FILE into the cache (lines already cached cost nothing)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from voicecache.script import ScriptError, read_script
+
     settings = load_settings(config)
     if fmt is not None and fmt not in FORMATS:
         fail(f"--format must be one of: {', '.join(FORMATS)}", 2)
@@ -134,6 +134,8 @@ async def _warm_with_target(
     done: Callable[[LineResult], None],
     script: Script,
 ) -> WarmReport:
+    from voicecache.warmup import LocalTarget, RemoteTarget, ServerUnreachable, warm_lines
+
     async def go(target: Target) -> WarmReport:
         return await warm_lines(
             script.lines,
@@ -208,6 +210,8 @@ def stats(
 
 
 async def _remote_stats(url: str, api_key: str | None, seconds: float) -> dict[str, Any]:
+    import httpx
+
     async with _client(url, api_key, seconds) as client:
         try:
             response = await client.get("/dashboard/data")
