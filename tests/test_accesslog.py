@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Callable
 
 from tests.conftest import LiveApp
@@ -11,6 +12,14 @@ from voicecache.accesslog import AccessLog
 from voicecache.config import Settings
 
 LINE = {"text": "Log me once.", "voice": "en"}
+
+
+def logged(buffer: io.StringIO, count: int) -> list[str]:
+    """The first `count` lines, once written: a line is written after the response is sent."""
+    deadline = time.monotonic() + 5
+    while len(lines := buffer.getvalue().splitlines()) < count and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return lines
 
 
 def capture(live: LiveApp) -> io.StringIO:
@@ -31,7 +40,7 @@ def test_json_lines_for_misses_fast_hits_ranges_and_errors(
     key = miss.headers["x-cache-key"]
     live.client.get(f"/v1/audio/{key}.wav", headers={"Range": "bytes=0-9"})
     live.client.post("/tts", json={**LINE, "voice": "nope"})
-    records = [json.loads(line) for line in captured.getvalue().splitlines()]
+    records = [json.loads(line) for line in logged(captured, 4)]
     assert len(records) == 4
     first, second, third, fourth = records
     assert first["request_id"] == "client-42"
@@ -48,7 +57,7 @@ def test_text_lines_and_insane_request_ids_are_replaced(live: LiveApp) -> None:
     response = live.client.post("/tts", json=LINE, headers={"X-Request-ID": "bad id\x7f" * 20})
     request_id = response.headers["x-request-id"]
     assert len(request_id) == 16 and " " not in request_id
-    (line,) = captured.getvalue().splitlines()
+    (line,) = logged(captured, 1)
     assert f"request_id={request_id} method=POST path=/tts status=200 result=MISS" in line
     assert "tier=- engine=espeak" in line
 
