@@ -8,6 +8,9 @@ from dataclasses import replace
 import pytest
 
 from tests.conftest import LiveApp
+from tests.test_auth import bearer, speak, upload
+from tests.voice_samples import master_key
+from voicecache.auth import KeyStore, keys_path
 from voicecache.config import Settings
 from voicecache.gateway import SpeechResult
 from voicecache.httpcache import (
@@ -157,6 +160,7 @@ def test_audio_by_key_absent_is_404(live: LiveApp, path: str) -> None:
     response = live.client.get(path)
     assert response.status_code == 404
     assert "no audio stored" in response.json()["detail"]
+    assert response.headers["cache-control"] == "no-store"  # it may exist a moment later
 
 
 def test_max_age_counts_down_with_the_clock(
@@ -169,3 +173,24 @@ def test_max_age_counts_down_with_the_clock(
     now[0] += 600
     response = live.client.get(f"/v1/audio/{key}.wav")
     assert response.headers["cache-control"] == "public, max-age=3000"
+
+
+def test_private_voice_audio_by_key_is_private_and_only_for_its_tenant(
+    serve: Callable[..., LiveApp], settings: Settings
+) -> None:
+    secured_settings = settings.model_copy(update={"master_key": master_key()})
+    store = KeyStore(keys_path(secured_settings))
+    keys = {"a": store.add("acme", ["speak", "voices"])[0], "b": store.add("globex", ["speak"])[0]}
+    secured = serve(secured_settings)
+    voice = upload(secured, keys["a"])
+    made = speak(secured, keys["a"], voice)
+    assert made.status_code == 200
+    assert made.headers["cache-control"].startswith("private, max-age=")
+    url = f"/v1/audio/{made.headers['x-cache-key']}.wav"
+    mine = secured.client.get(url, headers=bearer(keys["a"]))
+    assert mine.status_code == 200 and mine.content == made.content
+    assert mine.headers["cache-control"].startswith("private, max-age=")
+    assert secured.client.get(url, headers=bearer(keys["b"])).status_code == 404  # other tenant
+    assert secured.client.get(url).status_code == 401
+    shared = speak(secured, keys["b"])  # a built-in voice: shared audio, public caching
+    assert shared.headers["cache-control"].startswith("public, max-age=")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from voicecache.audio import FORMATS, AudioFormat
 from voicecache.errors import NotFound
@@ -28,10 +28,14 @@ async def audio_by_key(
     key: str, fmt: str, request: Request, gateway: GatewayDep, tenant: TenantDep
 ) -> Response:
     """The audio stored under `key`, encoded as `fmt`; 404 when nothing is stored."""
-    if not _KEY.match(key) or fmt not in FORMATS:
-        raise NotFound(f"no audio stored under {key}.{fmt}")
-    fmt_checked: AudioFormat = fmt  # type: ignore[assignment]
-    result = await gateway.fetch(key, fmt_checked, tenant=tenant)
+    try:
+        if not _KEY.match(key) or fmt not in FORMATS:
+            raise NotFound(f"no audio stored under {key}.{fmt}")
+        fmt_checked: AudioFormat = fmt  # type: ignore[assignment]
+        result = await gateway.fetch(key, fmt_checked, tenant=tenant)
+    except NotFound as exc:
+        # The audio may exist a moment later (after a synthesis): no cache may keep the 404.
+        return JSONResponse({"detail": exc.detail}, 404, headers={"Cache-Control": "no-store"})
     return audio_response(request, result, gateway.clock())
 
 
