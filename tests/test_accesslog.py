@@ -74,7 +74,7 @@ def test_line_formats() -> None:
         request_id="r1", method="GET", path="/healthz", status=200, seconds=0.0012
     )
     assert text.endswith("request_id=r1 method=GET path=/healthz status=200 result=- key=- "
-                         "tier=- engine=- ms=1.2")  # fmt: skip
+                         "tier=- engine=- ms=1.200")  # fmt: skip
     data = json.loads(
         AccessLog("json").line(request_id="r1", method="GET", path="/", status=404, seconds=0)
     )

@@ -14,12 +14,13 @@ else a fresh one; it is echoed in the response's `X-Request-ID`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
 import sys
 import time
-from typing import Any, Literal, TextIO
+from typing import Literal, TextIO
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -59,7 +60,6 @@ class AccessLog:
 
     def line(
         self,
-        *,
         request_id: str,
         method: str,
         path: str,
@@ -68,43 +68,67 @@ class AccessLog:
         result: SpeechResult | None = None,
     ) -> str:
         """One log line (no trailing newline)."""
-        ms = round(seconds * 1000, 3)
-        outcome = key = tier = engine = None
-        if result is not None:
-            outcome, key, tier = result.status, result.key[:KEY_PREFIX], result.tier
-            engine = result.meta.engine
+        ms = f"{seconds * 1000:.3f}"
         if self.json:
+            if result is None:
+                served = '"result":null,"key":null,"tier":null,"engine":null'
+            else:
+                served = (
+                    f'"result":"{result.status}","key":"{result.key[:KEY_PREFIX]}",'
+                    f'"tier":{_json(result.tier)},"engine":{_json(result.meta.engine)}'
+                )
             return (
                 f'{{"ts":"{self._timestamp()}","request_id":"{request_id}",'
-                f'"method":"{method}","path":{_json(path)},"status":{status},'
-                f'"result":{_json(outcome)},"key":{_json(key)},"tier":{_json(tier)},'
-                f'"engine":{_json(engine)},"ms":{ms}}}'
+                f'"method":"{method}","path":{_json(path)},"status":{status},{served},"ms":{ms}}}'
+            )
+        if result is None:
+            served = "result=- key=- tier=- engine=-"
+        else:
+            served = (
+                f"result={result.status} key={result.key[:KEY_PREFIX]} "
+                f"tier={result.tier or '-'} engine={result.meta.engine or '-'}"
             )
         return (
             f"ts={self._timestamp()} request_id={request_id} method={method} path={path} "
-            f"status={status} result={outcome or '-'} key={key or '-'} tier={tier or '-'} "
-            f"engine={engine or '-'} ms={ms}"
+            f"status={status} {served} ms={ms}"
         )
 
-    def emit(self, **fields: Any) -> None:
+    def emit(
+        self,
+        request_id: str,
+        method: str,
+        path: str,
+        status: int,
+        seconds: float,
+        result: SpeechResult | None = None,
+    ) -> None:
         """Write one line; a failing stream never fails the request."""
         with contextlib.suppress(OSError, ValueError):
-            self.stream.write(self.line(**fields) + "\n")
+            self.stream.write(self.line(request_id, method, path, status, seconds, result) + "\n")
 
 
 def _json(value: str | None) -> str:
-    return "null" if value is None else json.dumps(value, ensure_ascii=False)
+    if value is None:
+        return "null"
+    if value.isalnum():  # the common case (tier and engine names, plain paths): no escaping
+        return f'"{value}"'
+    return json.dumps(value, ensure_ascii=False)
+
+
+# New request ids: a random per-process prefix and a counter (unique without a syscall).
+_PREFIX = os.urandom(4).hex()
+_counter = itertools.count(1)
 
 
 def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
-    """The client's `X-Request-ID` if it is sane, else a new random id."""
+    """The client's `X-Request-ID` if it is sane, else a new unique id."""
     for name, value in headers:
         if name == b"x-request-id":
             candidate = value.decode("latin-1")
             if _REQUEST_ID.match(candidate):
                 return candidate
             break
-    return os.urandom(8).hex()
+    return f"{_PREFIX}{next(_counter):08x}"
 
 
 class AccessLogMiddleware:
@@ -136,10 +160,10 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             self.access_log.emit(
-                request_id=request_id,
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-                seconds=time.perf_counter() - started,
-                result=scope.get(RESULT_SCOPE_KEY),
+                request_id,
+                scope["method"],
+                scope["path"],
+                status,
+                time.perf_counter() - started,
+                scope.get(RESULT_SCOPE_KEY),
             )
