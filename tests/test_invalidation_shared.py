@@ -26,7 +26,8 @@ async def cache(
 ) -> AsyncIterator[TieredCache]:
     tiers = [
         MemoryTier(1 << 24, "lru"),
-        RedisTier(redis_url, timeout=2.0, clock=lambda: NOW),
+        # Generous timeouts: a loaded test machine must not turn into a failed write.
+        RedisTier(redis_url, timeout=10.0, clock=lambda: NOW),
         DiskTier(tmp_path / "disk", 1 << 24),
         S3Tier(
             s3_bucket,
@@ -35,16 +36,21 @@ async def cache(
             region=s3_server.region,
             aws_access_key_id=s3_server.access_key,
             aws_secret_access_key=s3_server.secret_key,
+            connect_timeout=10.0,
+            read_timeout=30.0,
             clock=lambda: NOW,
         ),
     ]
     made = TieredCache(tiers, clock=lambda: NOW)
-    for name, fields in CORPUS.items():
-        await made.set(*entry(name, **fields))
-    for tier in made.tiers:
-        assert await remaining(tier) == set(CORPUS), tier.name
-    yield made
-    await made.aclose()
+    try:
+        for name, fields in CORPUS.items():
+            for tier in tiers:  # directly, so a failed write fails loudly here
+                await tier.set(*entry(name, **fields))
+        for tier in made.tiers:
+            assert await remaining(tier) == set(CORPUS), tier.name
+        yield made
+    finally:
+        await made.aclose()
 
 
 def scans(redis_url: str) -> int:

@@ -32,7 +32,7 @@ def header(live: LiveApp, key: str, fmt: str = "wav") -> EntryMeta | None:
     return memory.header(f"{key}.{fmt}")
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
     """Poll for a background effect (a header touch, a sweep) of the server's loop."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -249,7 +249,7 @@ def emotivoice_settings(settings: Settings, url: str, **extra: Any) -> Settings:
             "engine": "emotivoice",
             "default_voice": "8051",
             "engine_retries": 0,
-            "emotivoice_timeout": 0.5,
+            "emotivoice_timeout": 2.0,  # the hang below costs one timeout
             "default_ttl": 60.0,
             "grace": 600.0,
             **extra,

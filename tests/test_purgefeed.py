@@ -22,7 +22,7 @@ from voicecache.tiers.redis import RedisTier
 LINE = {"text": "Purge me everywhere.", "voice": "en"}
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
@@ -87,7 +87,7 @@ async def test_replicas_on_other_hosts_follow_through_redis(tmp_path: Path, redi
         return TieredCache(
             [
                 MemoryTier(1 << 24, "lru"),
-                RedisTier(redis_url, timeout=2.0, clock=lambda: NOW),
+                RedisTier(redis_url, timeout=10.0, clock=lambda: NOW),
                 DiskTier(tmp_path / name / "cache", 1 << 24),
             ],
             clock=lambda: NOW,
@@ -96,7 +96,8 @@ async def test_replicas_on_other_hosts_follow_through_redis(tmp_path: Path, redi
     here, there = replica("here"), replica("there")
     for cache in (here, there):
         for name, fields in CORPUS.items():
-            await cache.set(*entry(name, **fields))
+            for tier in cache.tiers:  # directly, so a failed write fails loudly here
+                await tier.set(*entry(name, **fields))
     # Different data dirs: only the Redis stream connects the two.
     feed_here = attach(here, build_feed(tmp_path / "here", here.tiers))
     feed_there = attach(there, build_feed(tmp_path / "there", there.tiers))
