@@ -80,3 +80,16 @@ async def test_tiered_promotes_hits_and_hides_expired(tmp_path: Path) -> None:
     assert cache.peek_memory("k1") is None
     now[0] = 2011.0  # past grace: gone
     assert await cache.get("k1") is None
+
+
+async def test_disk_tier_sees_files_written_by_another_process(tmp_path: Path) -> None:
+    server_side = DiskTier(tmp_path, 1 << 20)
+    assert await server_side.get("cc" * 32 + ".flac") is None  # index built, empty
+    warm_side = DiskTier(tmp_path, 1 << 20)  # e.g. `voicecache warm` in another process
+    await warm_side.set("cc" * 32 + ".flac", make_entry("cc" * 32, b"warmed elsewhere"))
+    got = await server_side.get("cc" * 32 + ".flac")
+    assert got is not None and got.data == b"warmed elsewhere"
+    assert (await server_side.stats()).entries == 1
+    await warm_side.delete("cc" * 32 + ".flac")
+    assert await server_side.get("cc" * 32 + ".flac") is None
+    assert (await server_side.stats()).entries == 0

@@ -47,6 +47,8 @@ LANGUAGES: dict[str, str] = {
     "ru": "Russian",
 }
 VARIANTS = tuple(f"f{i}" for i in range(1, 6)) + tuple(f"m{i}" for i in range(1, 8))
+# Our ids where eSpeak NG's own name differs: it has no plain `en-gb` ("en" is British).
+_ESPEAK_LANGUAGE_NAMES = {"en-gb": "en-gb-x-rp"}
 # OpenAI's voice names, so an unchanged OpenAI client works against the embedded engine.
 OPENAI_ALIASES: dict[str, str] = {
     "alloy": "en-us+f2",
@@ -196,14 +198,21 @@ class EspeakEngine(Engine):
         # range by stretching the rendered audio.
         wanted = prosody.wpm * job.speed
         wpm = min(max(wanted, _MIN_WPM), _MAX_WPM)
-        voice = OPENAI_ALIASES.get(job.voice, job.voice)
-        samples = library.synth(job.text, voice, Prosody(wpm, prosody.pitch, prosody.range))
+        samples = library.synth(
+            job.text, espeak_voice_name(job.voice), Prosody(wpm, prosody.pitch, prosody.range)
+        )
         audio = Audio(samples, library.sample_rate)
         if abs(wanted - wpm) > 0.5:
             audio = time_stretch(audio, wanted / wpm)
         if len(audio.samples) == 0:
             raise EngineError("eSpeak NG produced no audio")
         return audio
+
+
+def espeak_voice_name(voice: str) -> str:
+    """The name eSpeak NG knows for one of our voice ids (`alloy` → `en-us+f2`)."""
+    language, plus, variant = OPENAI_ALIASES.get(voice, voice).partition("+")
+    return _ESPEAK_LANGUAGE_NAMES.get(language, language) + plus + variant
 
 
 def _adapt_to_reference(base: Prosody, settings: dict[str, object] | object) -> Prosody:

@@ -81,9 +81,11 @@ class DiskTier(Tier):
 
     async def get(self, entry_id: str) -> Entry | None:
         await self._ensure_loaded()
-        if entry_id not in self._index:
-            return None
         path = self._path(entry_id)
+        # Another process sharing the directory (a second worker, `voicecache warm`) may have
+        # written the file since our index was built: a stat is cheap next to a synthesis.
+        if entry_id not in self._index and not path.exists():
+            return None
         try:
             blob = await asyncio.to_thread(path.read_bytes)
         except FileNotFoundError:
@@ -95,8 +97,17 @@ class DiskTier(Tier):
             self.errors += 1
             await self.delete(entry_id)
             return None
-        self._index.move_to_end(entry_id)
+        if entry_id in self._index:
+            self._index.move_to_end(entry_id)
+        else:
+            self._adopt(entry_id, len(blob), entry.meta.pinned)
         return entry
+
+    def _adopt(self, entry_id: str, size: int, pinned: bool) -> None:
+        self._index[entry_id] = size
+        self._used += size
+        if pinned:
+            self._pinned.add(entry_id)
 
     async def set(self, entry_id: str, entry: Entry) -> None:
         await self._ensure_loaded()
@@ -105,10 +116,7 @@ class DiskTier(Tier):
             return
         await asyncio.to_thread(self._write, self._path(entry_id), blob)
         self._forget(entry_id)
-        self._index[entry_id] = len(blob)
-        self._used += len(blob)
-        if entry.meta.pinned:
-            self._pinned.add(entry_id)
+        self._adopt(entry_id, len(blob), entry.meta.pinned)
         await self._evict()
 
     def _write(self, path: Path, blob: bytes) -> None:
