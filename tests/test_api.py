@@ -199,6 +199,6 @@ def test_every_listed_espeak_voice_speaks(live: LiveApp) -> None:
     voices = live.client.get("/v1/voices").json()
     listed = [v["id"] for v in voices["engines"]["espeak"]["voices"]]
     assert {"en", "en-gb", "cmn", "alloy"} <= set(listed)
-    for voice in listed + ["en-gb+f2", "cmn+m3"]:
+    for voice in [*listed, "en-gb+f2", "cmn+m3"]:
         response = live.client.post("/tts", json={"text": "Hello 你好", "voice": voice})
         assert response.status_code == 200, (voice, response.text)
