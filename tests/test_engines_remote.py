@@ -350,3 +350,11 @@ def test_openai_client_through_voicecache_to_an_openai_server(
         "response_format": "wav",
         "speed": 1.0,
     }
+
+
+def test_engine_without_its_url_is_a_readable_config_error(tmp_path: Path) -> None:
+    from voicecache.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        build_engines(Settings(data_dir=tmp_path, engine="emotivoice"))
+    assert "set VOICECACHE_EMOTIVOICE_URL" in caught.value.detail

@@ -108,6 +108,12 @@ ENGINE_BUILDERS: dict[str, Callable[[str, EngineConfig, Settings], Engine]] = {
 }
 
 
+_URL_SETTINGS = {
+    "emotivoice": "VOICECACHE_EMOTIVOICE_URL",
+    "openai": "VOICECACHE_OPENAI_BASE_URL",
+}
+
+
 def build_engines(settings: Settings) -> dict[str, Engine]:
     """Every configured engine by name."""
     engines: dict[str, Engine] = {}
@@ -121,8 +127,10 @@ def build_engines(settings: Settings) -> dict[str, Engine]:
             engine = ResilientEngine(engine, ResilienceConfig.from_engine_config(config))
         engines[name] = engine
     if settings.engine not in engines:
+        hint = _URL_SETTINGS.get(settings.engine)
         raise ConfigError(
-            f"VOICECACHE_ENGINE={settings.engine!r} is not configured; "
-            f"configured engines: {', '.join(sorted(engines))}"
+            f"VOICECACHE_ENGINE={settings.engine!r} is not configured"
+            + (f" (set {hint})" if hint else "")
+            + f"; configured engines: {', '.join(sorted(engines))}"
         )
     return engines
