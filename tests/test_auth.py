@@ -9,17 +9,27 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import Result
+from typer.testing import CliRunner
 
 from tests.conftest import LiveApp
 from tests.test_cli import run_cli
 from tests.voice_samples import master_key, voice_like
 from voicecache.audit import AuditLog, audit_path
 from voicecache.auth import KeyStore, keys_path
+from voicecache.cli import app as cli_app
 from voicecache.config import Settings
 from voicecache.errors import ConfigError
 from voicecache.serving import check_bind_is_safe
 
 LINE = {"text": "Victory is ours!", "voice": "en"}
+
+
+def cli_in_process(*args: str, data_dir: Path, **env: str) -> Result:
+    """The CLI in this process (fast); `run_cli` runs it as a user does, in a subprocess."""
+    return CliRunner().invoke(
+        cli_app, list(args), env={"VOICECACHE_DATA_DIR": str(data_dir), **env}
+    )
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -95,20 +105,23 @@ def test_cli_adds_lists_and_revokes_keys_on_a_running_server(
     assert live.client.post("/tts", json=LINE, headers=bearer(token)).status_code == 200
 
     other, _ = KeyStore(keys_path(settings)).add("acme", ["speak"])
-    listed = run_cli("keys", "list", "--json", data_dir=settings.data_dir)
+    listed = cli_in_process("keys", "list", "--json", data_dir=settings.data_dir)
     row, _ = json.loads(listed.stdout)
     assert row["tenant"] == "acme" and row["scopes"] == ["speak", "voices"]
     assert token not in listed.stdout
-    table = run_cli("keys", "list", data_dir=settings.data_dir).stdout
+    table = cli_in_process("keys", "list", data_dir=settings.data_dir).stdout
     assert row["id"] in table and "speak,voices" in table
 
     revoked = run_cli("keys", "revoke", row["id"], data_dir=settings.data_dir)
     assert revoked.returncode == 0, revoked.stderr
     wait_for(lambda: speak(live, token).status_code == 401)
     assert speak(live, other).status_code == 200
-    assert run_cli("keys", "revoke", row["id"], data_dir=settings.data_dir).returncode == 1
-    bad = run_cli("keys", "add", "--tenant", "x", "--scope", "root", data_dir=settings.data_dir)
-    assert bad.returncode == 2 and "unknown scope" in bad.stderr
+    again = cli_in_process("keys", "revoke", row["id"], data_dir=settings.data_dir)
+    assert again.exit_code == 1
+    bad = cli_in_process(
+        "keys", "add", "--tenant", "x", "--scope", "root", data_dir=settings.data_dir
+    )
+    assert bad.exit_code == 2 and "unknown scope" in bad.stderr
 
     actions = [record["action"] for record in AuditLog(audit_path(settings)).read()]
     assert actions == ["key.add", "key.revoke"]
@@ -263,9 +276,12 @@ def test_keys_rotate_rewraps_samples_under_the_new_master_key(
     voice = upload(live, keys["a"])
     before = speak(live, keys["a"], voice, text="Before the rotation.")
 
-    new = run_cli("keys", "generate-master-key", data_dir=vsettings.data_dir).stdout.strip()
-    no_previous = run_cli("keys", "rotate", data_dir=vsettings.data_dir, VOICECACHE_MASTER_KEY=new)
-    assert no_previous.returncode == 1 and voice in no_previous.stderr
+    new = cli_in_process("keys", "generate-master-key", data_dir=vsettings.data_dir).stdout
+    new = new.strip()
+    no_previous = cli_in_process(
+        "keys", "rotate", data_dir=vsettings.data_dir, VOICECACHE_MASTER_KEY=new
+    )
+    assert no_previous.exit_code == 1 and voice in no_previous.stderr
     rotated = run_cli(
         "keys", "rotate", data_dir=vsettings.data_dir,
         VOICECACHE_MASTER_KEY=new, VOICECACHE_MASTER_KEY_PREVIOUS=old,

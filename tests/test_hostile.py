@@ -139,7 +139,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violations(
             "--header", f"Authorization: Bearer {token}",
             "--checks", "not_a_server_error,response_schema_conformance,"
             "status_code_conformance,content_type_conformance",
-            "--max-time", "30", "--workers", "2", "--seed", "6",
+            "--max-time", "25", "--workers", "2", "--seed", "6",
             "--generation-database", "none", "--no-color", "--suppress-health-check", "all",
         ],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
