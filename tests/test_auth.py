@@ -320,3 +320,20 @@ def test_a_broken_keys_file_fails_closed(serve: Callable[..., LiveApp], settings
     response = live.client.post("/tts", json=LINE)
     assert response.status_code == 503 and "keys file" in response.json()["detail"]
     assert httpx.get(live.url + "/healthz").status_code == 200
+
+
+def test_voices_uploaded_before_keys_stay_private_on_every_path(
+    serve: Callable[..., LiveApp], vsettings: Settings
+) -> None:
+    live = serve(vsettings)
+    anonymous = live.client.post(
+        "/v1/voices", data={"name": "early"}, files={"file": ("s.wav", voice_like())}
+    ).json()["id"]
+    line = {"text": "Made before any key existed.", "voice": anonymous}
+    assert live.client.post("/tts", json=line).headers["x-cache"] == "MISS"
+    assert live.client.post("/tts", json=line).headers["x-cache-tier"] == "memory"
+
+    token, _ = KeyStore(keys_path(vsettings)).add("acme", ["speak"])
+    wait_for(lambda: live.client.post("/tts", json=line).status_code == 401)
+    # The fast lane answers memory hits: it must resolve the voice for the caller's tenant.
+    assert speak(live, token, anonymous, line["text"]).status_code == 404

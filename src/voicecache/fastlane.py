@@ -87,7 +87,10 @@ class FastLane:
         gateway = app_state.gateway
         resolved = self._memo.get((path, body))
         if resolved is None:
-            resolved = await self._resolve(path, body, app_state, gateway)
+            # The caller's tenant (set by the security middleware): it decides which uploaded
+            # voices exist for this request, exactly as on the slow path.
+            tenant = scope.get("state", {}).get("tenant")
+            resolved = await self._resolve(path, body, app_state, gateway, tenant)
         if resolved is not None:
             result = gateway.memory_hit(resolved[0])
             if result is not None:
@@ -107,14 +110,14 @@ class FastLane:
         return True
 
     async def _resolve(
-        self, path: str, body: bytes, app_state: Any, gateway: Gateway
+        self, path: str, body: bytes, app_state: Any, gateway: Gateway, tenant: str | None
     ) -> tuple[str, str] | None:
         """The storage id for a speech request body, or None when the slow path must decide."""
         if self.build_request is None:
             return None
         try:
             request = self.build_request(path, body, app_state.settings, gateway.engines)
-            plan = await gateway.plan(request, None)
+            plan = await gateway.plan(request, tenant)
         except (VoicecacheError, ValueError):
             return None  # the slow path produces the proper error response
         resolved = (plan.key.variant_id(request.format), plan.engine.name)
