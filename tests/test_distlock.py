@@ -133,7 +133,9 @@ async def test_redis_down_means_no_lock_and_no_waiting() -> None:
 async def test_two_gateways_sharing_redis_call_the_engine_once(
     redis_url: str, tmp_path: Path
 ) -> None:
-    settings = Settings(data_dir=tmp_path, tiers="memory,redis", redis_url=redis_url)
+    settings = Settings(
+        data_dir=tmp_path, tiers="memory,redis", redis_url=redis_url, redis_timeout=2.0
+    )
     gateways = [build_gateway(settings), build_gateway(settings)]
     assert all(g.fill_lock is not None for g in gateways)
     request = SpeechRequest.create(text="One line, many replicas.", voice="en", format="mp3")

@@ -141,6 +141,10 @@ async def test_two_processes_coalesce_200_identical_misses_into_one_engine_call(
         "VOICECACHE_ENGINE": "emotivoice",
         "VOICECACHE_EMOTIVOICE_URL": fake_emotivoice.url,
         "VOICECACHE_LOG_LEVEL": "warning",
+        # The 2 cores here also run the fake engine, this client and the other replica: a
+        # cold burst of 100 requests can stall a replica's event loop past the production
+        # default of 250 ms, which would open the circuit and (rightly) skip the lock.
+        "VOICECACHE_REDIS_TIMEOUT": "2s",
     }
     ports = [free_port(), free_port()]
     processes = [_spawn_replica(env, p, tmp_path / f"r{p}") for p in ports]
