@@ -63,10 +63,11 @@ def test_text_lines_and_insane_request_ids_are_replaced(live: LiveApp) -> None:
 
 
 def test_access_log_can_be_turned_off(serve: Callable[..., LiveApp], settings: Settings) -> None:
-    live = serve(settings.model_copy(update={"access_log": False}))
-    response = live.client.post("/tts", json=LINE)
-    assert "x-request-id" not in response.headers
-    assert not hasattr(live.app.state, "access_log")
+    for update in ({"access_log": False}, {"log_level": "warning"}):
+        live = serve(settings.model_copy(update=update))
+        response = live.client.post("/tts", json=LINE)
+        assert "x-request-id" not in response.headers
+        assert not hasattr(live.app.state, "access_log")
 
 
 def test_line_formats() -> None:

@@ -1,8 +1,9 @@
 """One log line per HTTP request: request id, key prefix, result, tier, engine, latency.
 
 `VOICECACHE_LOG_FORMAT=json` writes JSON lines (one object per line, for log shippers);
-`text` writes the same fields as `name=value` pairs. Lines go to stderr;
-`VOICECACHE_ACCESS_LOG=false` turns them off.
+`text` writes the same fields as `name=value` pairs. Lines go to stderr. They are INFO-level
+lines: `VOICECACHE_LOG_LEVEL=warning` (or higher) turns them off, as does
+`VOICECACHE_ACCESS_LOG=false`.
 
 `AccessLogMiddleware` is the outermost ASGI layer, so it times and logs every request, the
 fast lane's included. Audio responses say what they served by leaving their `SpeechResult`
@@ -24,11 +25,17 @@ from typing import Literal, TextIO
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from voicecache.config import Settings
 from voicecache.gateway import SpeechResult
 
 RESULT_SCOPE_KEY = "voicecache.result"
 KEY_PREFIX = 12
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def access_log_enabled(settings: Settings) -> bool:
+    """Whether `settings` ask for access log lines (on, and a log level of INFO or lower)."""
+    return settings.access_log and settings.log_level.strip().lower() in ("trace", "debug", "info")
 
 
 def note_result(scope: Scope, result: SpeechResult) -> None:

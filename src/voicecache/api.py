@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from voicecache import __version__
-from voicecache.accesslog import AccessLog, AccessLogMiddleware
+from voicecache.accesslog import AccessLog, AccessLogMiddleware, access_log_enabled
 from voicecache.config import Settings
 from voicecache.errors import VoicecacheError
 from voicecache.fastlane import FastLane
@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     # so still runs before it.
     app.add_middleware(FastLane, build_request=speech.request_from_json)
     install_security(app, settings)
-    if settings.access_log:  # outermost: it times and logs every request
+    if access_log_enabled(settings):  # outermost: it times and logs every request
         app.state.access_log = AccessLog(settings.log_format)
         app.add_middleware(AccessLogMiddleware, access_log=app.state.access_log)
     return app
