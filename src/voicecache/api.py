@@ -51,6 +51,9 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         summary="A caching gateway for text-to-speech.",
         lifespan=lifespan,
         responses=COMMON_ERRORS,  # documents `{"detail": str}` instead of FastAPI's 422 shape
+        # FastAPI's built-in OpenTelemetry probes the tracer/meter providers on every request,
+        # ahead of the fast lane; voicecache exports its own Prometheus metrics instead.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.include_router(speech.router)
