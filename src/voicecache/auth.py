@@ -17,14 +17,11 @@ functions so that the raw-ASGI fast lane checks exactly what the middleware chec
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
 import secrets
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
@@ -34,6 +31,7 @@ from typing import Any
 
 from voicecache.config import Settings
 from voicecache.errors import ConfigError, Forbidden, Unauthorized, VoicecacheError
+from voicecache.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -211,18 +209,8 @@ class KeyStore:
         return found
 
     def _write(self, keys: list[ApiKey]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps({"version": 1, "keys": [key.to_json() for key in keys]}, indent=2)
-        fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=".keys-")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(data + "\n")
-            os.replace(temp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            raise
+        atomic_write(self.path, (data + "\n").encode(), mode=0o600)
         self._checked = float("-inf")
 
 

@@ -23,10 +23,8 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
 import re
 import secrets
-import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -37,6 +35,7 @@ from typing import Any
 from voicecache.crypto import DecryptionFailed, Keyring
 from voicecache.engines.base import Engine, Reference
 from voicecache.errors import InvalidRequest, NotFound, UnknownVoice
+from voicecache.fileio import atomic_write
 from voicecache.gateway import BuiltinVoices, ResolvedVoice
 from voicecache.invalidation import PurgeFilter, purge
 from voicecache.request import VOICE_PATTERN
@@ -284,7 +283,7 @@ class VoiceStore:
             if fresh is None:
                 current += 1
                 continue
-            _atomic_write(path, fresh)
+            atomic_write(path, fresh)
             rewrapped += 1
         return rewrapped, current, failed
 
@@ -325,23 +324,11 @@ class VoiceStore:
         directory = self._dir(record.id)
         directory.mkdir(parents=True, exist_ok=True)
         blob = self.keyring.seal(data, _associated(record.id, record.version))
-        _atomic_write(self._sample_path(record.id, record.version), blob)
-        _atomic_write(directory / "meta.json", json.dumps(record.to_json()).encode())
+        atomic_write(self._sample_path(record.id, record.version), blob)
+        atomic_write(directory / "meta.json", json.dumps(record.to_json()).encode())
         if previous is not None and previous.version != record.version:
             with contextlib.suppress(FileNotFoundError):
                 self._sample_path(previous.id, previous.version).unlink()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
 
 
 class VoiceRegistry:

@@ -13,14 +13,12 @@ start-up and drives eviction. File I/O runs in worker threads.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from voicecache.errors import StorageError
+from voicecache.fileio import atomic_write
 from voicecache.tiers.base import Entry, EntryMeta, Tier, TierStats, read_header
 
 _HEADER_PROBE = 64 * 1024  # bytes read to parse a header during scans (text ≤ 4000 chars)
@@ -114,22 +112,10 @@ class DiskTier(Tier):
         blob = entry.to_bytes()
         if len(blob) > self.capacity_bytes:
             return
-        await asyncio.to_thread(self._write, self._path(entry_id), blob)
+        await asyncio.to_thread(atomic_write, self._path(entry_id), blob)
         self._forget(entry_id)
         self._adopt(entry_id, len(blob), entry.meta.pinned)
         await self._evict()
-
-    def _write(self, path: Path, blob: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(blob)
-            os.replace(temp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
 
     async def _evict(self) -> None:
         while self._used > self.capacity_bytes:
