@@ -132,7 +132,7 @@ def say(
 ) -> None:
     """Synthesize TEXT through the cache (no server needed) and write it to a file."""
     settings = load_settings(config)
-    from voicecache.service import build_gateway
+    from voicecache.service import open_gateway
 
     fmt = fmt or (output.suffix.lstrip(".").lower() or "wav")
 
@@ -147,11 +147,8 @@ def say(
             normalization=settings.normalization,
             max_text_chars=settings.max_text_chars,
         )
-        gateway = build_gateway(settings)
-        try:
+        async with open_gateway(settings) as gateway:
             result = await gateway.speak(request)
-        finally:
-            await gateway.aclose()
         try:
             output.write_bytes(result.data)
         except OSError as exc:
@@ -173,7 +170,7 @@ def key(
 ) -> None:
     """Print the normalized text and the cache key of a request."""
     settings = load_settings(config)
-    from voicecache.service import build_gateway
+    from voicecache.service import open_gateway
 
     async def work() -> dict[str, Any]:
         request = SpeechRequest.create(
@@ -185,11 +182,8 @@ def key(
             normalization=settings.normalization,
             max_text_chars=settings.max_text_chars,
         )
-        gateway = build_gateway(settings)
-        try:
+        async with open_gateway(settings) as gateway:
             plan = await gateway.plan(request)
-        finally:
-            await gateway.aclose()
         return {"key": plan.key.digest, "normalized_text": request.text, "fields": plan.key.fields}
 
     info = run(work)

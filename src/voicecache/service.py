@@ -7,7 +7,8 @@ over HTTP go through the same core and land in the same cache.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 from voicecache.config import Settings
 from voicecache.crypto import Keyring
@@ -62,3 +63,15 @@ def build_voices(settings: Settings, clock: Callable[[], float] = time.time) -> 
         clock=clock,
     )
     return VoiceRegistry(store, default_voice=settings.default_voice)
+
+
+@asynccontextmanager
+async def open_gateway(
+    settings: Settings, clock: Callable[[], float] = time.time
+) -> AsyncIterator[Gateway]:
+    """A gateway for one CLI command: built from `settings`, closed however the command ends."""
+    gateway = build_gateway(settings, clock)
+    try:
+        yield gateway
+    finally:
+        await gateway.aclose()

@@ -154,13 +154,10 @@ async def _warm_with_target(
             except ServerUnreachable as exc:
                 fail(str(exc))
             return await go(remote)
-    from voicecache.service import build_gateway
+    from voicecache.service import open_gateway
 
-    gateway = build_gateway(settings)
-    try:
+    async with open_gateway(settings) as gateway:
         return await go(LocalTarget(gateway, settings, fmt))
-    finally:
-        await gateway.aclose()
 
 
 def _print_warm_report(report: WarmReport, url: str | None) -> None:
@@ -226,10 +223,9 @@ async def _remote_stats(url: str, api_key: str | None, seconds: float) -> dict[s
 async def _local_stats(settings: Settings) -> dict[str, Any]:
     """What the configured tiers hold, from their stats and entry headers. Counters such as
     the hit ratio live in a server process: ask it with --url."""
-    from voicecache.service import build_gateway
+    from voicecache.service import open_gateway
 
-    gateway = build_gateway(settings)
-    try:
+    async with open_gateway(settings) as gateway:
         tiers = []
         engines: dict[str, dict[str, float]] = {}
         for tier in gateway.cache.tiers:
@@ -257,8 +253,6 @@ async def _local_stats(settings: Settings) -> dict[str, Any]:
                 per["characters"] += len(meta.text)
             if seen:
                 break
-    finally:
-        await gateway.aclose()
     price = settings.price_per_million_chars
     return {
         "tiers": tiers,
@@ -402,10 +396,9 @@ async def _inspect(
     speed: float,
     engine: str | None,
 ) -> dict[str, Any]:
-    from voicecache.service import build_gateway
+    from voicecache.service import open_gateway
 
-    gateway = build_gateway(settings)
-    try:
+    async with open_gateway(settings) as gateway:
         info: dict[str, Any] = {}
         if text is not None:
             request = SpeechRequest.create(
@@ -448,8 +441,6 @@ async def _inspect(
                         "sliding": meta.sliding,
                     }
                 )
-    finally:
-        await gateway.aclose()
     if header is not None and "fields" not in info:
         info["normalized_text"] = header["text"]
         info["fields"] = {
