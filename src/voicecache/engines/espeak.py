@@ -114,7 +114,10 @@ class _Library:
 
     def _collect(self, samples: ctypes._Pointer, count: int, _events: int) -> int:
         if count > 0 and samples:
-            self.chunks.append(np.ctypeslib.as_array(samples, shape=(count,)).copy())
+            # Copy through bytes: np.ctypeslib.as_array would create (and cache forever) a new
+            # ctypes array type for every distinct chunk length, a slow leak.
+            raw = ctypes.string_at(samples, count * ctypes.sizeof(ctypes.c_short))
+            self.chunks.append(np.frombuffer(raw, dtype=np.int16))
         return 0
 
     def synth(self, text: str, voice: str, prosody: Prosody) -> np.ndarray:
