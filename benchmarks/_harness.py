@@ -7,6 +7,7 @@ they do not fight for the same core (see FACTS.md: unpinned numbers swing by 30 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -20,7 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -392,3 +393,22 @@ def commit() -> dict[str, str]:
     ).stdout.strip()
     subject = _run_text(["git", "-C", str(REPO), "log", "-1", "--format=%s"])
     return {"sha": head, "subject": subject, "code_dirty": "yes" if status else "no"}
+
+
+def script_main(
+    doc: str | None,
+    run: Callable[[bool], Any],
+    render_markdown: Callable[[Any], str],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """The command line every scenario script shares: `--quick` for a tiny run, `--out FILE`
+    for the raw numbers as JSON; the Markdown section goes to stdout."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    result = run(args.quick)
+    print(render_markdown(result))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    return 0

@@ -13,14 +13,11 @@ Usage: ``python -m benchmarks.article [--quick] [--out FILE.json]``
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -256,15 +253,7 @@ def _lat(stats: dict[str, float]) -> list[Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args(argv)
-    result = run(args.quick)
-    print(render_markdown(result))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
-    return 0
+    return h.script_main(__doc__, run, render_markdown, argv)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,10 @@ Usage: ``python -m benchmarks.density [--quick] [--out FILE.json]``
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -141,15 +138,7 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args(argv)
-    result = run(args.quick)
-    print(render_markdown(result))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
-    return 0
+    return h.script_main(__doc__, run, render_markdown, argv)
 
 
 if __name__ == "__main__":

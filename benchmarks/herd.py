@@ -14,7 +14,6 @@ Usage: ``python -m benchmarks.herd [--quick] [--out FILE.json]``
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import re
@@ -23,7 +22,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -233,15 +231,7 @@ def _ms(value: float | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args(argv)
-    result = run(args.quick)
-    print(render_markdown(result))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
-    return 0
+    return h.script_main(__doc__, run, render_markdown, argv)
 
 
 if __name__ == "__main__":

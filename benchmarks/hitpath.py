@@ -18,7 +18,6 @@ Usage: ``python -m benchmarks.hitpath [--quick] [--out FILE.json]``
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -527,15 +526,7 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args(argv)
-    result = run(args.quick)
-    print(render_markdown(result))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
-    return 0
+    return h.script_main(__doc__, run, render_markdown, argv)
 
 
 if __name__ == "__main__":
