@@ -229,6 +229,26 @@ class Gateway:
     async def _serve(self, plan: Plan, control: CacheControl) -> SpeechResult:
         variant_id = plan.key.variant_id(plan.request.format)
         since = self.cache.generation
+        if not control.no_cache:
+            hit = self.memory_hit(variant_id)
+            if hit is not None:
+                return hit
+        # The generation in the id: work begun before a purge is never joined after it.
+        work_id = f"{variant_id}@{since}" + ("!no-store" if control.no_store else "")
+        # Identical requests share the lookup in the slower tiers too, not only the fill: a
+        # herd of thousands must not open thousands of Redis connections at once.
+        result, leader = await self._coalescer.run(
+            work_id, lambda: self._lookup_or_fill(plan, control, variant_id, work_id, since)
+        )
+        if leader or result.status in ("HIT", "STALE"):
+            return result
+        return SpeechResult(
+            result.data, result.format, result.key, "COALESCED", None, result.meta, result.stored
+        )
+
+    async def _lookup_or_fill(
+        self, plan: Plan, control: CacheControl, variant_id: str, work_id: str, since: int
+    ) -> SpeechResult:
         stale: Lookup | None = None
         if not control.no_cache:
             found = await self.cache.get(variant_id)
@@ -237,19 +257,10 @@ class Gateway:
                     self.note_hit(variant_id, found.entry.meta)
                     return self._result(found.entry, "HIT", found.tier)
                 stale = found
-        # The generation in the id: work begun before a purge is never joined after it.
-        work_id = f"{variant_id}@{since}" + ("!no-store" if control.no_store else "")
         if stale is not None and self.stale_while_revalidate:
-            self._refresh(work_id, plan, control, stale, since)
+            self._refresh(f"{work_id}!refresh", plan, control, stale, since)
             return self._result(stale.entry, "STALE", stale.tier)
-        result, leader = await self._coalescer.run(
-            work_id, lambda: self._fill_shared(plan, control, stale, since)
-        )
-        if leader or result.status == "STALE":
-            return result
-        return SpeechResult(
-            result.data, result.format, result.key, "COALESCED", None, result.meta, result.stored
-        )
+        return await self._fill_shared(plan, control, stale, since)
 
     def memory_hit(self, variant_id: str) -> SpeechResult | None:
         """A fresh hit from the memory tier, synchronously: the fast lane's whole lookup."""
