@@ -52,6 +52,13 @@ def load_settings(config: Path | None, **overrides: Any) -> Settings:
         fail(f"invalid settings: {_first_line(str(exc))}", 2)
 
 
+def speech_request(settings: Settings, **fields: Any) -> SpeechRequest:
+    """A `SpeechRequest` from command-line fields, normalized and bounded as the server would."""
+    return SpeechRequest.create(
+        normalization=settings.normalization, max_text_chars=settings.max_text_chars, **fields
+    )
+
+
 def run(work: Callable[[], Awaitable[T]]) -> T:
     """Run async work, turning voicecache errors into one line and exit code 1."""
     try:
@@ -137,15 +144,14 @@ def say(
     fmt = fmt or (output.suffix.lstrip(".").lower() or "wav")
 
     async def work() -> str:
-        request = SpeechRequest.create(
+        request = speech_request(
+            settings,
             text=text,
             voice=voice,
             emotion=emotion,
             speed=speed,
             format=fmt,
             engine=engine,
-            normalization=settings.normalization,
-            max_text_chars=settings.max_text_chars,
         )
         async with open_gateway(settings) as gateway:
             result = await gateway.speak(request)
@@ -173,14 +179,8 @@ def key(
     from voicecache.service import open_gateway
 
     async def work() -> dict[str, Any]:
-        request = SpeechRequest.create(
-            text=text,
-            voice=voice,
-            emotion=emotion,
-            speed=speed,
-            engine=engine,
-            normalization=settings.normalization,
-            max_text_chars=settings.max_text_chars,
+        request = speech_request(
+            settings, text=text, voice=voice, emotion=emotion, speed=speed, engine=engine
         )
         async with open_gateway(settings) as gateway:
             plan = await gateway.plan(request)

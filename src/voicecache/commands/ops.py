@@ -19,9 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from voicecache.audio import FORMATS
-from voicecache.cli import ConfigOption, app, fail, load_settings, run
+from voicecache.cli import ConfigOption, app, fail, load_settings, run, speech_request
 from voicecache.config import Settings
-from voicecache.request import SpeechRequest
 
 if TYPE_CHECKING:  # imported where used: every `voicecache` command imports this module
     import httpx
@@ -401,14 +400,13 @@ async def _inspect(
     async with open_gateway(settings) as gateway:
         info: dict[str, Any] = {}
         if text is not None:
-            request = SpeechRequest.create(
+            request = speech_request(
+                settings,
                 text=text,
                 voice=voice or settings.default_voice,
                 emotion=emotion,
                 speed=speed,
                 engine=engine,
-                normalization=settings.normalization,
-                max_text_chars=settings.max_text_chars,
             )
             plan = await gateway.plan(request)
             key = plan.key.digest
