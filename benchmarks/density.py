@@ -2,7 +2,7 @@
 milliseconds per second of audio for each storage codec, on real speech.
 
 The speech comes from the embedded eSpeak NG engine (22,050 Hz mono), English and Chinese
-game and stream lines; encoding and decoding go through ``voicecache.audio`` exactly as the
+game and stream lines; encoding and decoding go through ``voicecache.codecs`` exactly as the
 gateway stores and transcodes entries. Times are the median of several repeats.
 
 Usage: ``python -m benchmarks.density [--quick] [--out FILE.json]``
@@ -20,7 +20,7 @@ import numpy as np
 
 from benchmarks import _harness as h
 from benchmarks.workload import FIXED_EN, FIXED_ZH
-from voicecache import audio as codecs
+from voicecache import codecs
 from voicecache.engines.base import SynthesisJob
 from voicecache.engines.espeak import EspeakEngine
 

@@ -41,7 +41,7 @@ def _policy(quick: bool) -> dict[str, Any]:
 def _policy_md(result: dict[str, Any]) -> str:
     s = result["scale"]
     return (
-        f"The real `voicecache.eviction` policies replayed by `benchmarks/simulate.py`: "
+        f"The real `voicecache.cache.eviction` policies replayed by `benchmarks/simulate.py`: "
         f"{s['objects']:,} objects (Zipf traces), {s['requests']:,} requests per trace, sizes "
         f"20 KB–1 MB log-uniform, cache = share of the working-set bytes.\n\n"
         + simulate.render_markdown(result["rows"])

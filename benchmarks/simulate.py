@@ -1,6 +1,6 @@
 """Offline, byte-aware trace simulator for the memory tier's eviction policies.
 
-Replays synthetic request traces through the real ``voicecache.eviction`` policies
+Replays synthetic request traces through the real ``voicecache.cache.eviction`` policies
 (LRU and W-TinyLFU) and through two offline references that see the whole trace:
 
 * **Belady (size-aware heuristic)**: on a miss, admit the item and evict the resident
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from voicecache.eviction import EvictionPolicy, LRUPolicy, WTinyLFUPolicy
+from voicecache.cache.eviction import EvictionPolicy, LRUPolicy, WTinyLFUPolicy
 
 SEED = 20240611
 MIN_SIZE = 20_000

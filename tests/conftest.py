@@ -15,9 +15,9 @@ import pytest
 from fastapi import FastAPI
 
 from tests.servers import UvicornThread
-from voicecache.api import create_app
-from voicecache.config import Settings
-from voicecache.gateway import Gateway
+from voicecache.cache.service import Gateway
+from voicecache.http.app import create_app
+from voicecache.settings import Settings
 
 pytest_plugins = ["tests.fixtures_servers"]
 

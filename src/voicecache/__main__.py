@@ -1,5 +1,5 @@
 """`python -m voicecache` runs the CLI."""
 
-from voicecache.cli import main
+from voicecache.cli.main import main
 
 main()

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from voicecache.config import EngineConfig, Settings
 from voicecache.engines.base import Engine, Reference, SynthesisJob, VoiceInfo
 from voicecache.engines.espeak import EspeakEngine
 from voicecache.engines.resilience import ResilienceConfig, ResilientEngine
 from voicecache.errors import ConfigError
+from voicecache.settings import EngineConfig, Settings
 
 __all__ = [
     "ENGINE_BUILDERS",

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicecache.audio import Audio
+from voicecache.codecs import Audio
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from voicecache.audio import Audio, time_stretch
+from voicecache.codecs import Audio, time_stretch
 from voicecache.engines.base import SynthesisJob, VoiceInfo
 from voicecache.engines.remote import RemoteEngine
 from voicecache.errors import EngineError, UnknownVoice

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import espeakng_loader
 import numpy as np
 
-from voicecache.audio import Audio, time_stretch
+from voicecache.codecs import Audio, time_stretch
 from voicecache.engines.base import Engine, SynthesisJob, VoiceInfo
 from voicecache.errors import EngineError
 

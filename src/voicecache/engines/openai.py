@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import httpx
 
-from voicecache.audio import Audio
+from voicecache.codecs import Audio
 from voicecache.engines.base import SynthesisJob, VoiceInfo
 from voicecache.engines.remote import RemoteEngine
 from voicecache.errors import EngineError

@@ -21,8 +21,8 @@ from typing import Any
 
 import httpx
 
-from voicecache import audio as codecs
-from voicecache.audio import Audio
+from voicecache import codecs
+from voicecache.codecs import Audio
 from voicecache.engines.base import Engine
 from voicecache.errors import EngineError, EngineTimeout, EngineUnavailable
 

@@ -34,10 +34,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from voicecache.audio import Audio
-from voicecache.config import EngineConfig
+from voicecache.codecs import Audio
 from voicecache.engines.base import Engine, SynthesisJob, VoiceInfo
 from voicecache.errors import EngineError, EngineTimeout, EngineUnavailable
+from voicecache.settings import EngineConfig
 
 BreakerState = Literal["closed", "open", "half_open"]
 Sleep = Callable[[float], Awaitable[None]]

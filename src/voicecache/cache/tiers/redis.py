@@ -1,0 +1,337 @@
+"""The shared tier: entries in Redis (one node or a Redis Cluster), for many gateway replicas.
+
+Layout, with `prefix` = `settings.redis_prefix`:
+
+- `<prefix>:e:{<digest>}.<format>` → `Entry.to_bytes()` (header + audio, checksum verified on
+  read). The `{<digest>}` hash tag puts every format of one line, and its fill lock
+  (`distlock.py`), in one Cluster slot.
+- `<prefix>:ix:voice:<voice>`, `<prefix>:ix:tag:<tag>` → sorted sets of entry ids scored by
+  `stale_until` (+inf when pinned), so purging a voice or a tag reads one set instead of
+  SCANning Redis. Members are cleaned lazily: every write drops members whose score has
+  passed, `delete` removes its own, and `find` drops members whose entry Redis evicted under
+  `maxmemory` (a stale member costs one EXISTS, never a wrong answer).
+
+Each entry expires in Redis when its grace period ends (`meta.stale_until`); pinned entries
+never expire. Redis's own eviction (`maxmemory` + `allkeys-lru`/`allkeys-lfu`) bounds memory.
+
+Failure behaviour: short socket timeouts (`settings.redis_timeout`), at most one immediate
+retry (a pooled connection may have died with a restarted server), and a `CircuitBreaker`:
+after a few consecutive failures Redis is skipped for `redis_breaker_cooldown` seconds, then
+one request probes it. Errors surface as `StorageError` (which `TieredCache` counts and treats
+as a miss); while the circuit is open reads are plain misses and writes are dropped, so no
+request waits on a dead server. redis-py reconnects by itself once the server is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from voicecache.cache.tiers.base import Entry, EntryMeta, Tier, TierStats, read_header
+from voicecache.circuit import CircuitBreaker
+from voicecache.errors import StorageError
+
+T = TypeVar("T")
+
+RedisClient = aioredis.Redis | RedisCluster
+
+# Bytes read to parse a header without the audio (text ≤ 4000 chars, JSON-escaped).
+HEADER_PROBE = 64 * 1024
+_SCAN_BATCH = 200
+_BACKEND_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+class CircuitOpen(StorageError):
+    """Redis is being skipped after repeated failures (raised only where a caller must know)."""
+
+
+def parse_redis_url(url: str, cluster: bool = False) -> tuple[str, bool]:
+    """Normalize a `redis+cluster://` / `rediss+cluster://` URL to what redis-py understands,
+    and tell whether a cluster client is wanted."""
+    for scheme in ("redis+cluster://", "rediss+cluster://"):
+        if url.startswith(scheme):
+            return scheme.replace("+cluster", "") + url[len(scheme) :], True
+    return url, cluster
+
+
+def make_client(url: str, *, cluster: bool = False, timeout: float = 0.25) -> RedisClient:
+    """An asyncio Redis (or Redis Cluster) client with short timeouts and one quick retry."""
+    url, cluster = parse_redis_url(url, cluster)
+    common: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        # One immediate retry: a pooled connection may be dead after a server restart, but
+        # backing off inside a request would only make the request wait.
+        "retry": Retry(NoBackoff(), 1),
+    }
+    if cluster:
+        return RedisCluster.from_url(url, require_full_coverage=False, **common)
+    return aioredis.Redis.from_url(url, **common)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
+class RedisTier(Tier):
+    """Entries in Redis under `prefix`, expiring at `stale_until`."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        cluster: bool = False,
+        prefix: str = "vc",
+        timeout: float = 0.25,
+        breaker: CircuitBreaker | None = None,
+        clock: Callable[[], float] = time.time,
+        client: RedisClient | None = None,
+    ) -> None:
+        self.url, self.cluster = parse_redis_url(url, cluster)
+        self.prefix = prefix
+        self.client: RedisClient = client or make_client(
+            self.url, cluster=self.cluster, timeout=timeout
+        )
+        self.breaker = breaker or CircuitBreaker(failures=3, cooldown=5.0)
+        self.clock = clock
+        self.errors = 0
+        self.skipped = 0  # operations not attempted because the circuit was open
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def key(self, entry_id: str) -> str:
+        """The Redis key of an entry: `<prefix>:e:{<digest>}.<format>`."""
+        digest, dot, rest = entry_id.partition(".")
+        return f"{self.prefix}:e:{{{digest}}}{dot}{rest}"
+
+    def lock_key(self, digest: str) -> str:
+        """The key of the fill lock for one line (same slot as its entries)."""
+        return f"{self.prefix}:lock:{{{digest}}}"
+
+    def _entry_id(self, key: bytes | str) -> str:
+        text = key.decode() if isinstance(key, bytes) else key
+        body = text[len(self.prefix) + 3 :]  # after "<prefix>:e:"
+        return body.replace("{", "", 1).replace("}", "", 1)
+
+    def index_key(self, kind: str, value: str) -> str:
+        """The sorted set listing entries of one voice (`kind="voice"`) or tag (`"tag"`)."""
+        return f"{self.prefix}:ix:{kind}:{value}"
+
+    def _index_keys(self, meta: EntryMeta) -> list[str]:
+        keys = [self.index_key("voice", meta.voice)] if meta.voice else []
+        keys += [self.index_key("tag", tag) for tag in meta.tags]
+        return keys
+
+    # -- guarded calls --------------------------------------------------------------------------
+
+    async def guard(self, what: str, work: Callable[[], Awaitable[T]]) -> T:
+        """Run one Redis operation through the circuit breaker.
+
+        Raises `CircuitOpen` without calling Redis while the circuit is open, and
+        `StorageError` (after counting it) when Redis fails."""
+        if not self.breaker.allow():
+            self.skipped += 1
+            raise CircuitOpen(f"redis skipped for {what}: circuit open after repeated failures")
+        try:
+            result = await work()
+        except asyncio.CancelledError:
+            self.breaker.release_probe()
+            raise
+        except _BACKEND_ERRORS as exc:
+            self.breaker.failure()
+            self.errors += 1
+            raise StorageError(f"redis {what} failed: {type(exc).__name__}: {exc}") from exc
+        self.breaker.success()
+        return result
+
+    # -- Tier protocol ----------------------------------------------------------------------------
+
+    async def get(self, entry_id: str) -> Entry | None:
+        try:
+            blob = await self.guard("get", lambda: self.client.get(self.key(entry_id)))
+        except CircuitOpen:
+            return None
+        if blob is None:
+            return None
+        try:
+            return Entry.from_bytes(blob)
+        except StorageError:
+            self.errors += 1
+            await self.delete(entry_id)
+            return None
+
+    async def set(self, entry_id: str, entry: Entry) -> None:
+        meta = entry.meta
+        now = self.clock()
+        ttl_ms: int | None = None
+        if meta.stale_until is not None:
+            ttl_ms = math.ceil((meta.stale_until - now) * 1000)
+            if ttl_ms <= 0:  # already past its grace period: nothing worth keeping
+                await self.delete(entry_id)
+                return
+        blob = entry.to_bytes()
+        score = math.inf if meta.stale_until is None else meta.stale_until
+
+        async def write() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(self.key(entry_id), blob, px=ttl_ms)  # no PX: SET clears an old TTL
+            for index in self._index_keys(meta):
+                pipe.zadd(index, {entry_id: score})
+                pipe.zremrangebyscore(index, "-inf", f"({now}")
+            await pipe.execute()
+
+        try:
+            await self.guard("set", write)
+        except CircuitOpen:
+            return
+
+    async def delete(self, entry_id: str) -> int:
+        key = self.key(entry_id)
+
+        async def remove() -> tuple[bytes | None, int]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.getrange(key, 0, HEADER_PROBE - 1)
+            pipe.strlen(key)
+            pipe.delete(key)
+            head, size, _ = await pipe.execute()
+            return head or None, int(size)
+
+        try:
+            head, size = await self.guard("delete", remove)
+        except CircuitOpen:
+            return 0
+        if head:
+            try:
+                indexes = self._index_keys(read_header(head))
+            except StorageError:
+                indexes = []
+            if indexes:
+                await self._unindex(entry_id, indexes)
+        return size
+
+    async def _unindex(self, entry_id: str, indexes: Iterable[str]) -> None:
+        async def work() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for index in indexes:
+                pipe.zrem(index, entry_id)
+            await pipe.execute()
+
+        with contextlib.suppress(StorageError):  # a stale index member is tolerated by design
+            await self.guard("unindex", work)
+
+    async def find(self, *, voice: str | None = None, tag: str | None = None) -> list[str] | None:
+        """Ids of entries with this voice and/or tag, from the index sets (no SCAN).
+
+        Members whose entry is gone (evicted by Redis, or expired) are dropped from the index
+        on the way, so the answer lists live entries only, bar races with concurrent writers."""
+        indexes = []
+        if voice is not None:
+            indexes.append(self.index_key("voice", voice))
+        if tag is not None:
+            indexes.append(self.index_key("tag", tag))
+        if not indexes:
+            return None
+        now = self.clock()
+
+        async def read() -> list[set[str]]:
+            pipe = self.client.pipeline(transaction=False)
+            for index in indexes:
+                pipe.zrangebyscore(index, now, "+inf")
+            results = await pipe.execute()
+            return [{m.decode() if isinstance(m, bytes) else m for m in r} for r in results]
+
+        candidates = sorted(set.intersection(*await self.guard("find", read)))
+        alive: list[str] = []
+        for start in range(0, len(candidates), _SCAN_BATCH):
+            batch = candidates[start : start + _SCAN_BATCH]
+
+            async def exists(batch: list[str] = batch) -> list[int]:
+                pipe = self.client.pipeline(transaction=False)
+                for entry_id in batch:
+                    pipe.exists(self.key(entry_id))
+                return list(await pipe.execute())
+
+            found = await self.guard("find", exists)
+            alive += [entry_id for entry_id, hit in zip(batch, found, strict=True) if hit]
+            gone = [entry_id for entry_id, hit in zip(batch, found, strict=True) if not hit]
+            for entry_id in gone:
+                await self._unindex(entry_id, indexes)
+        return alive
+
+    async def scan(self) -> AsyncIterator[tuple[str, EntryMeta]]:
+        """Every entry under the prefix (SCAN on each master for a cluster)."""
+        pattern = f"{_glob_escape(self.prefix)}:e:*"
+        keys: list[bytes] = []
+
+        async def collect() -> None:
+            async for key in self.client.scan_iter(match=pattern, count=1000):
+                keys.append(key)
+
+        await self.guard("scan", collect)
+        for start in range(0, len(keys), _SCAN_BATCH):
+            batch = keys[start : start + _SCAN_BATCH]
+
+            async def heads(batch: list[bytes] = batch) -> list[bytes]:
+                pipe = self.client.pipeline(transaction=False)
+                for key in batch:
+                    pipe.getrange(key, 0, HEADER_PROBE - 1)
+                return list(await pipe.execute())
+
+            for key, head in zip(batch, await self.guard("scan", heads), strict=True):
+                if not head:
+                    continue  # expired or evicted since SCAN listed it
+                try:
+                    meta = read_header(head)
+                except StorageError:
+                    continue
+                yield self._entry_id(key), meta
+
+    async def stats(self) -> TierStats:
+        """Entries under the prefix (a SCAN: O(keys), keep it off hot paths) and server memory."""
+        stats = TierStats(
+            name=self.name,
+            errors=self.errors,
+            extra={"circuit": self.breaker.state, "skipped": self.skipped},
+        )
+        pattern = f"{_glob_escape(self.prefix)}:e:*"
+
+        async def count() -> int:
+            return sum([1 async for _ in self.client.scan_iter(match=pattern, count=1000)])
+
+        async def memory() -> list[dict[str, Any]]:
+            if isinstance(self.client, RedisCluster):
+                found = await self.client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+                return list(found.values()) if _per_node(found) else [found]
+            return [await self.client.info("memory")]
+
+        try:
+            stats.entries = await self.guard("stats", count)
+            infos = await self.guard("stats", memory)
+        except StorageError:
+            return stats
+        stats.bytes = sum(int(info.get("used_memory", 0)) for info in infos)
+        capacity = sum(int(info.get("maxmemory", 0)) for info in infos)
+        stats.capacity_bytes = capacity or None
+        return stats
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def _per_node(found: Any) -> bool:
+    """Whether a cluster reply is a dict of per-node replies (rather than one merged reply)."""
+    return (
+        isinstance(found, dict) and bool(found) and all(isinstance(v, dict) for v in found.values())
+    )

@@ -1,0 +1,148 @@
+"""`voicecache doctor`: check the shared tiers a deployment relies on before traffic does.
+
+Redis: reachable (every master of a Cluster), version, and the memory settings that decide
+what happens when it fills up: `maxmemory` 0 (unbounded: Redis grows until the machine
+swaps or the OOM killer strikes) and `maxmemory-policy noeviction` (writes fail once full)
+are warnings; the recommended setting is a bounded `maxmemory` with `allkeys-lru` or
+`allkeys-lfu`. S3: the bucket exists and can be listed with the configured credentials.
+
+Prints one line per finding; a failed check ends with one readable error line and exit 1.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import typer
+
+from voicecache.cli.main import ConfigOption, app, load_settings, run
+from voicecache.errors import StorageError
+from voicecache.settings import Settings
+
+_RECOMMENDED = "a bounded maxmemory with maxmemory-policy allkeys-lru (or allkeys-lfu)"
+
+
+def redact(url: str) -> str:
+    """The URL without its password."""
+    return re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+async def check_redis(settings: Settings) -> list[str]:
+    """Findings for the configured Redis; raises `StorageError` when it cannot be used."""
+    from redis.asyncio.cluster import RedisCluster
+    from redis.exceptions import RedisError, ResponseError
+
+    from voicecache.cache.tiers.redis import make_client
+
+    assert settings.redis_url is not None
+    where = redact(settings.redis_url)
+    client = make_client(
+        settings.redis_url, cluster=settings.redis_cluster, timeout=max(settings.redis_timeout, 2)
+    )
+    findings: list[str] = []
+    try:
+        try:
+            await client.ping()
+            nodes: list[Any] = (
+                client.get_primaries() if isinstance(client, RedisCluster) else [None]
+            )
+            for node in nodes:
+                kwargs = {} if node is None else {"target_nodes": node}
+                name = where if node is None else f"{where} master {node.host}:{node.port}"
+                info = await client.info("server", **kwargs)
+                if node is not None:
+                    info = next(iter(info.values())) if _nested(info) else info
+                try:
+                    config = await client.config_get("maxmemory*", **kwargs)
+                except ResponseError:
+                    findings.append(
+                        f"warning: redis {name}: CONFIG is disabled (managed Redis?); make sure "
+                        f"it runs with {_RECOMMENDED}"
+                    )
+                    continue
+                if node is not None and _nested(config):
+                    config = next(iter(config.values()))
+                findings += _memory_findings(name, str(info.get("redis_version", "?")), config)
+        except (RedisError, OSError) as exc:
+            raise StorageError(f"redis at {where}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        await client.aclose()
+    return findings
+
+
+def _nested(reply: Any) -> bool:
+    return (
+        isinstance(reply, dict) and bool(reply) and all(isinstance(v, dict) for v in reply.values())
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _memory_findings(name: str, version: str, config: dict[Any, Any]) -> list[str]:
+    settings = {_text(k): _text(v) for k, v in config.items()}
+    maxmemory = int(settings.get("maxmemory", "0") or 0)
+    policy = settings.get("maxmemory-policy", "?")
+    findings = []
+    if maxmemory == 0:
+        findings.append(
+            f"warning: redis {name}: maxmemory is 0 (unbounded): audio will fill the server's "
+            f"memory; use {_RECOMMENDED}"
+        )
+    if policy == "noeviction":
+        findings.append(
+            f"warning: redis {name}: maxmemory-policy is noeviction: writes fail once Redis is "
+            f"full; use allkeys-lru or allkeys-lfu"
+        )
+    budget = f"{maxmemory / (1 << 20):.0f} MiB" if maxmemory else "unbounded"
+    findings.append(f"ok: redis {name} (Redis {version}, maxmemory {budget}, {policy})")
+    return findings
+
+
+async def check_s3(settings: Settings) -> list[str]:
+    """Findings for the configured S3 bucket; raises `StorageError` when it cannot be used."""
+    from voicecache.cache.tiers.s3 import S3Tier
+
+    assert settings.s3_bucket is not None
+    tier = S3Tier(
+        settings.s3_bucket,
+        prefix=settings.s3_prefix,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+    )
+    try:
+        await tier.check()
+    finally:
+        await tier.aclose()
+    where = settings.s3_endpoint_url or "AWS"
+    return [f"ok: s3 bucket {settings.s3_bucket} (prefix {settings.s3_prefix!r}) at {where}"]
+
+
+async def diagnose(settings: Settings) -> list[str]:
+    """Every finding, in order; raises on the first check that fails."""
+    findings: list[str] = []
+    if "redis" in settings.tiers and not settings.redis_url:
+        raise StorageError("tier 'redis' is configured but VOICECACHE_REDIS_URL is not set")
+    if "s3" in settings.tiers and not settings.s3_bucket:
+        raise StorageError("tier 's3' is configured but VOICECACHE_S3_BUCKET is not set")
+    if settings.redis_url:
+        findings += await check_redis(settings)
+    if settings.s3_bucket:
+        findings += await check_s3(settings)
+    if not findings:
+        findings.append(
+            f"ok: nothing shared to check (tiers: {','.join(settings.tiers)}); set "
+            "VOICECACHE_REDIS_URL or VOICECACHE_S3_BUCKET to check them"
+        )
+    return findings
+
+
+@app.command()
+def doctor(config: ConfigOption = None) -> None:
+    """Check Redis (reachable, maxmemory, eviction policy) and S3 bucket access."""
+    settings = load_settings(config)
+    findings = run(lambda: diagnose(settings))  # a failed check: one line, exit code 1
+    for line in findings:
+        typer.echo(line)

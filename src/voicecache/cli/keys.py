@@ -1,0 +1,129 @@
+"""`voicecache keys`: API keys (add, list, revoke) and master-key rotation.
+
+Rotating the master key without downtime:
+
+1. `voicecache keys generate-master-key` prints a new key.
+2. Restart the servers (one at a time) with `VOICECACHE_MASTER_KEY=<new>` and
+   `VOICECACHE_MASTER_KEY_PREVIOUS=<old>`: they read samples wrapped by either key and wrap new
+   uploads with the new one.
+3. With the same two variables, `voicecache keys rotate` re-wraps every sample's data key under
+   the new key (each file is replaced atomically; the sample ciphertext itself is unchanged).
+4. Remove `VOICECACHE_MASTER_KEY_PREVIOUS` and restart the servers again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import typer
+
+from voicecache.cli.main import ConfigOption, app, fail, load_settings
+from voicecache.errors import VoicecacheError
+from voicecache.security.audit import AuditLog, audit_path
+from voicecache.security.auth import SCOPES, KeyStore, keys_path
+
+keys_app = typer.Typer(help="API keys and master-key rotation.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("add")
+def add(
+    tenant: Annotated[str, typer.Option(help="Tenant the key belongs to")],
+    scope: Annotated[
+        list[str], typer.Option(help=f"Scope to grant, repeatable: {', '.join(SCOPES)}")
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Create a key; prints the key alone on stdout (it is stored only as a hash)."""
+    settings = load_settings(config)
+    try:
+        token, record = KeyStore(keys_path(settings)).add(tenant, scope)
+    except VoicecacheError as exc:
+        fail(exc.detail, 2)
+    AuditLog(audit_path(settings)).record(
+        "key.add", "cli", key=record.id, key_tenant=tenant, scopes=list(record.scopes)
+    )
+    typer.echo(
+        f"created key {record.id} for tenant {tenant} ({', '.join(record.scopes)})", err=True
+    )
+    typer.echo(token)
+
+
+@keys_app.command("list")
+def list_keys(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """List keys: id, tenant, scopes, creation time (never the keys themselves)."""
+    settings = load_settings(config)
+    try:
+        keys = KeyStore(keys_path(settings)).keys()
+    except VoicecacheError as exc:
+        fail(exc.detail, 2)
+    if as_json:
+        rows = [
+            {"id": k.id, "tenant": k.tenant, "scopes": list(k.scopes), "created": k.created}
+            for k in keys
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not keys:
+        typer.echo("no keys: the API is open on loopback only", err=True)
+        return
+    for k in keys:
+        created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(k.created))
+        typer.echo(f"{k.id}  {k.tenant:<20} {','.join(k.scopes):<20} {created}")
+
+
+@keys_app.command("revoke")
+def revoke(
+    key_id: Annotated[str, typer.Argument(help="Key id, as `keys list` shows it")],
+    config: ConfigOption = None,
+) -> None:
+    """Revoke a key; running servers stop accepting it within a second."""
+    settings = load_settings(config)
+    try:
+        found = KeyStore(keys_path(settings)).revoke(key_id)
+    except VoicecacheError as exc:
+        fail(exc.detail, 2)
+    if found is None:
+        fail(f"no key with id {key_id!r}")
+    AuditLog(audit_path(settings)).record("key.revoke", "cli", key=key_id, key_tenant=found.tenant)
+    typer.echo(f"revoked key {key_id} of tenant {found.tenant}")
+
+
+@keys_app.command("generate-master-key")
+def generate_master_key() -> None:
+    """Print a new random master key (base64, for VOICECACHE_MASTER_KEY)."""
+    from voicecache.voices.crypto import MasterKey
+
+    typer.echo(MasterKey.generate().encoded())
+
+
+@keys_app.command("rotate")
+def rotate(config: ConfigOption = None) -> None:
+    """Re-wrap every voice sample's data key under the current master key
+    (VOICECACHE_MASTER_KEY), reading older samples with VOICECACHE_MASTER_KEY_PREVIOUS."""
+    settings = load_settings(config)
+    from voicecache.bootstrap import build_voices
+
+    try:
+        store = build_voices(settings).store
+        current = store.keyring.require_current()
+        rewrapped, already, failed = store.rewrap_all()
+    except VoicecacheError as exc:
+        fail(exc.detail, 2 if exc.status_code == 500 else 1)
+    AuditLog(audit_path(settings)).record(
+        "master_key.rotate", "cli", key_id=current.key_id, rewrapped=rewrapped, failed=failed
+    )
+    typer.echo(
+        f"re-wrapped {rewrapped} sample(s) under master key {current.key_id}; "
+        f"{already} already were"
+    )
+    if failed:
+        fail(
+            f"{len(failed)} sample(s) are wrapped by an unknown master key or damaged: "
+            f"{', '.join(failed)} (set VOICECACHE_MASTER_KEY_PREVIOUS to the key they used)"
+        )

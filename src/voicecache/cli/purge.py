@@ -1,0 +1,75 @@
+"""`voicecache purge`: remove cached audio by filter, no server needed.
+
+It opens the configured tiers itself and purges them (disk, Redis, S3), then announces the
+purge on the purge feed, so running servers drop their in-memory copies within a second.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from voicecache.cache.invalidation.feed import attach, build_feed
+from voicecache.cache.invalidation.purge import InvalidFilter, PurgeFilter, PurgeReport, purge
+from voicecache.cache.tiers import TieredCache, build_tiers
+from voicecache.cli.main import ConfigOption, app, fail, load_settings, run
+
+
+@app.command("purge")
+def purge_command(
+    key: Annotated[str | None, typer.Option(help="A cache key (optionally .format)")] = None,
+    voice: Annotated[str | None, typer.Option(help="Every entry of this voice")] = None,
+    tag: Annotated[str | None, typer.Option(help="Every entry carrying this tag")] = None,
+    engine: Annotated[str | None, typer.Option(help="Every entry of this engine")] = None,
+    model_version: Annotated[
+        str | None, typer.Option("--model-version", help="Every entry of this model version")
+    ] = None,
+    older_than: Annotated[
+        str | None, typer.Option("--older-than", help="Created longer ago than, e.g. 7d")
+    ] = None,
+    expired: Annotated[bool, typer.Option("--expired", help="Entries past their TTL")] = False,
+    everything: Annotated[bool, typer.Option("--all", help="Everything")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Remove cached audio matching every given filter; prints entries and bytes per tier."""
+    settings = load_settings(config)
+
+    try:
+        flt = PurgeFilter.create(
+            now=time.time(),
+            key=key,
+            voice=voice,
+            tag=tag,
+            engine=engine,
+            model_version=model_version,
+            older_than=older_than,
+            expired=expired,
+            all_entries=everything,
+        )
+    except InvalidFilter as exc:
+        fail(exc.detail, 2)
+
+    async def work() -> PurgeReport:
+        cache = TieredCache(build_tiers(settings))
+        try:
+            # Running servers on this host (and replicas sharing Redis) drop their copies.
+            attach(cache, build_feed(settings.data_dir, cache.tiers))
+            return await purge(cache, flt)
+        finally:
+            await cache.aclose()
+
+    report = run(work)
+    table = Table(title="purged")
+    table.add_column("tier")
+    table.add_column("entries", justify="right")
+    table.add_column("bytes", justify="right")
+    for name, result in report.tiers.items():
+        table.add_row(name, str(result.entries), f"{result.bytes:,}")
+    table.add_row("total", str(report.entries), f"{report.bytes:,}", style="bold")
+    Console().print(table)
+    if report.errors:
+        fail("; ".join(f"{name}: {error}" for name, error in report.errors.items()))

@@ -1,1 +1,0 @@
-"""CLI command groups, one module per topic; each registers itself on `voicecache.cli.app`."""

@@ -1,0 +1,166 @@
+"""The fast lane: memory-tier hits answered in raw ASGI, before FastAPI routing.
+
+A cache hit should cost close to what a static file server spends on the same bytes. FastAPI's
+routing, dependency injection and response classes cost several times the work of the hit
+itself (../shared/FACTS.md: uvicorn + FastAPI serves 0.18× nginx, raw ASGI 0.66×), so this
+middleware answers the common case itself:
+
+- `GET /v1/audio/{key}.{format}` and `POST /tts` / `POST /v1/audio/speech` whose audio is fresh
+  in the memory tier;
+- with no conditional or partial request headers (`Range`, `If-None-Match`, …) and no
+  `Cache-Control: no-cache`.
+
+Everything else, including every error, goes on to the app unchanged (the request body is
+replayed), so the fast lane can only ever return what the slow path would have returned for a
+hit. For speech requests, the cache key of each distinct request body is remembered, so a
+repeated body costs one dict lookup instead of JSON parsing, normalization and hashing; only
+built-in voices are remembered, because an uploaded voice's version can change under the same
+body.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from voicecache.cache.service import Gateway, SpeechResult
+from voicecache.errors import VoicecacheError
+from voicecache.http.middleware.accesslog import note_result
+from voicecache.http.responses import cache_headers
+from voicecache.keys import SpeechRequest
+
+_AUDIO_PATH = re.compile(r"^/v1/audio/([0-9a-f]{64})\.(wav|flac|mp3|opus|pcm)$")
+_SPEECH_PATHS = frozenset({"/tts", "/v1/audio/speech"})
+# Requests the slow path must see: conditional, partial, or asking to bypass the cache.
+_SLOW_HEADERS = frozenset({b"range", b"if-none-match", b"if-match", b"if-modified-since"})
+_MEMO_SIZE = 50_000
+
+# (path, raw JSON body, settings, engine names) → SpeechRequest; raises on bad input.
+RequestBuilder = Callable[[str, bytes, Any, Any], SpeechRequest]
+
+
+class FastLane:
+    """ASGI middleware in front of the voicecache app; see the module docstring."""
+
+    def __init__(self, app: ASGIApp, build_request: RequestBuilder | None = None) -> None:
+        self.app = app
+        self.build_request = build_request
+        # request body → (storage id, engine name), for built-in voices only.
+        self._memo: OrderedDict[tuple[str, bytes], tuple[str, str]] = OrderedDict()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        path = scope["path"]
+        if method == "GET":
+            match = _AUDIO_PATH.match(path)
+            if match is None or not self._plain(scope):
+                await self.app(scope, receive, send)
+                return
+            started = time.perf_counter()
+            gateway: Gateway = scope["app"].state.gateway
+            result = gateway.memory_hit(f"{match.group(1)}.{match.group(2)}")
+            if result is None or result.meta.tenant is not None:
+                await self.app(scope, receive, send)
+                return
+            note_result(scope, result)
+            await self._respond(send, result, gateway.clock())
+            gateway.observer.request_done(result, result.meta.engine, time.perf_counter() - started)
+            return
+        if method != "POST" or path not in _SPEECH_PATHS or not self._plain(scope):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        app_state = scope["app"].state
+        body, complete = await _read_body(receive, app_state.settings.max_body_bytes)
+        replay = _replayer(body, complete, receive)
+        if not complete:
+            await self.app(scope, replay, send)
+            return
+        gateway = app_state.gateway
+        resolved = self._memo.get((path, body))
+        if resolved is None:
+            # The caller's tenant (set by the security middleware): it decides which uploaded
+            # voices exist for this request, exactly as on the slow path.
+            tenant = scope.get("state", {}).get("tenant")
+            resolved = await self._resolve(path, body, app_state, gateway, tenant)
+        if resolved is not None:
+            result = gateway.memory_hit(resolved[0])
+            if result is not None:
+                note_result(scope, result)
+                await self._respond(send, result, gateway.clock())
+                gateway.observer.request_done(result, resolved[1], time.perf_counter() - started)
+                return
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    def _plain(scope: Scope) -> bool:
+        for name, value in scope["headers"]:
+            if name in _SLOW_HEADERS:
+                return False
+            if name == b"cache-control" and b"no-cache" in value.lower():
+                return False
+        return True
+
+    async def _resolve(
+        self, path: str, body: bytes, app_state: Any, gateway: Gateway, tenant: str | None
+    ) -> tuple[str, str] | None:
+        """The storage id for a speech request body, or None when the slow path must decide."""
+        if self.build_request is None:
+            return None
+        try:
+            request = self.build_request(path, body, app_state.settings, gateway.engines)
+            plan = await gateway.plan(request, tenant)
+        except (VoicecacheError, ValueError):
+            return None  # the slow path produces the proper error response
+        resolved = (plan.key.variant_id(request.format), plan.engine.name)
+        if plan.voice.version == "builtin" and plan.voice.tenant is None:
+            self._memo[(path, body)] = resolved
+            if len(self._memo) > _MEMO_SIZE:
+                self._memo.popitem(last=False)
+        return resolved
+
+    @staticmethod
+    async def _respond(send: Send, result: SpeechResult, now: float) -> None:
+        headers = cache_headers(result, now)
+        headers.append((b"content-length", str(len(result.data)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": result.data})
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
+    """The whole body, or what was read before it passed `limit` (then complete=False)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), False
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), size <= limit
+        if size > limit:
+            return b"".join(chunks), False
+
+
+def _replayer(body: bytes, complete: bool, receive: Receive) -> Receive:
+    """A `receive` that first hands the app the body we already read, then the rest."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": not complete}
+        return await receive()
+
+    return replay

@@ -1,0 +1,205 @@
+"""The security middleware: the first thing every HTTP request meets.
+
+In this order, before any routing or body parsing (and before the fast lane, which it wraps):
+
+1. authentication and scope (`auth.Authenticator.check`): 401 / 403;
+2. the per-key request rate (`ratelimit.RateLimits.request`): 429 with `Retry-After`;
+3. the body: at most `max_body_bytes` (uploads to `/v1/voices`: `max_upload_bytes` plus room
+   for the multipart envelope), refused from `Content-Length` before reading, and counted while
+   reading chunked bodies: 413. The whole body must arrive within `client_timeout` seconds,
+   or the request ends with 408, so a slow client cannot hold a worker.
+
+Then it records the caller in `scope["state"]` (`principal`, `tenant`: `request.state.tenant`
+in routes) and in `auth.current_principal` (for the characters-per-minute limit charged on
+misses), and hands the request on with its body replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from voicecache.errors import InvalidRequest, PayloadTooLarge, VoicecacheError
+from voicecache.http.middleware.slowclients import Deadlines, deadlines_for
+from voicecache.security.audit import AuditLog, audit_path
+from voicecache.security.auth import (
+    Authenticator,
+    KeyStore,
+    current_principal,
+    keys_path,
+    required_scope,
+)
+from voicecache.security.ratelimit import RateLimits
+from voicecache.settings import Settings
+
+_BODYLESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+_UPLOAD_METHODS = frozenset({"POST", "PUT"})
+_MULTIPART_ROOM = 64 * 1024  # form fields and part headers around an uploaded file
+
+
+class RequestTimeout(VoicecacheError):
+    status_code = 408
+
+
+class SecurityMiddleware:
+    """ASGI middleware: authentication, rate limits, body limits; see the module docstring."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        authenticator: Authenticator,
+        max_body_bytes: int,
+        max_upload_bytes: int,
+        client_timeout: float,
+    ) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.max_body_bytes = max_body_bytes
+        self.max_upload_bytes = max_upload_bytes + _MULTIPART_ROOM
+        self.client_timeout = client_timeout
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadlines = Deadlines()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method: str = scope["method"]
+        path: str = scope["path"]
+        try:
+            needed = required_scope(method, path)
+            principal = self.authenticator.check_scope(needed, _header(scope, b"authorization"))
+            limits = _limits(scope)
+            if limits is not None and needed is not None:
+                client = scope.get("client")
+                await limits.request(principal, client[0] if client else None)
+            replay = await self._read_body(scope, receive, method, path)
+        except VoicecacheError as exc:
+            await send_error(send, exc)
+            return
+        if replay is None:
+            return  # the client went away while sending its body
+        state = scope.setdefault("state", {})
+        state["principal"] = principal
+        state["tenant"] = principal.tenant
+        token = current_principal.set(principal)
+        try:
+            await self.app(scope, replay, send)
+        finally:
+            current_principal.reset(token)
+
+    async def _read_body(
+        self, scope: Scope, receive: Receive, method: str, path: str
+    ) -> Receive | None:
+        limit = self.max_body_bytes
+        if method in _UPLOAD_METHODS and (path == "/v1/voices" or path.startswith("/v1/voices/")):
+            limit = self.max_upload_bytes
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise InvalidRequest("malformed Content-Length header")
+            if int(declared) > limit:
+                raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
+            if int(declared) == 0:
+                return receive
+        elif method in _BODYLESS and _header(scope, b"transfer-encoding") is None:
+            return receive
+        # A coarse deadline without a timer per request (see slowclients.Deadlines): an
+        # overdue read is cancelled by the loop's sweeper and answered with 408.
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._deadlines = loop, deadlines_for(loop)
+        deadlines = self._deadlines
+        deadlines.add(task, self.client_timeout, self._expire)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+        except asyncio.CancelledError:
+            if task not in self._expired:
+                raise
+            self._expired.discard(task)
+            task.uncancel()
+            raise RequestTimeout(
+                f"request body not received within {self.client_timeout:g} s"
+            ) from None
+        finally:
+            deadlines.discard(task)
+        return _replay(b"".join(chunks), receive)
+
+    def _expire(self, task: asyncio.Task[Any]) -> None:
+        self._expired.add(task)
+        task.cancel()
+
+
+def _limits(scope: Scope) -> RateLimits | None:
+    app = scope.get("app")
+    gateway = getattr(getattr(app, "state", None), "gateway", None)
+    admission = getattr(gateway, "admission", None)
+    return admission if isinstance(admission, RateLimits) else None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # later calls wait for the disconnect, as usual
+
+    return replay
+
+
+async def send_error(send: Send, exc: VoicecacheError) -> None:
+    """A JSON `{"detail": ...}` response for an error raised outside the app."""
+    body = json.dumps({"detail": exc.detail}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if exc.retry_after is not None:
+        headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
+    if exc.status_code == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="voicecache"'))
+    if exc.status_code in (408, 413):
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def install_security(app: Any, settings: Settings) -> None:
+    """Add the security middleware (outermost) and the audit log to a voicecache app."""
+    authenticator = Authenticator(KeyStore(keys_path(settings)))
+    app.state.authenticator = authenticator
+    app.state.audit = AuditLog(audit_path(settings))
+    app.add_middleware(
+        SecurityMiddleware,
+        authenticator=authenticator,
+        max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+        client_timeout=settings.client_timeout,
+    )

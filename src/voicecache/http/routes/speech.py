@@ -1,0 +1,173 @@
+"""Synthesis endpoints: OpenAI's `POST /v1/audio/speech` and the native `POST /tts`.
+
+Both build a `SpeechRequest`, hand it to the gateway and turn the `SpeechResult` into bytes
+with the cache headers (`httpcache.py`). Memory hits usually never reach these handlers: the
+fast lane in `fastlane.py` answers them first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from voicecache.cache.policy import CacheControl
+from voicecache.http.responses import audio_response
+from voicecache.http.routes.deps import GatewayDep, SettingsDep, TenantDep
+from voicecache.http.routes.schemas import error_responses
+from voicecache.keys import SpeechRequest
+from voicecache.settings import Settings
+
+router = APIRouter(tags=["speech"])
+
+AUDIO_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Audio bytes",
+        "content": {"audio/wav": {}, "audio/mpeg": {}, "audio/flac": {}, "audio/pcm": {}},
+    },
+    # Unknown or foreign uploaded voice / key (404), engine failures (502-504).
+    **error_responses(404, 502, 503, 504),
+}
+
+
+class OpenAISpeechBody(BaseModel):
+    """OpenAI's speech request, plus voicecache's extension fields."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(
+        "tts-1", description="An engine name, or any OpenAI model name for the default engine"
+    )
+    input: str = Field(..., description="Text to speak (≤ max_text_chars)")
+    voice: str = Field(..., description="Voice id")
+    response_format: str = Field("mp3", description="mp3, opus, flac, wav or pcm")
+    speed: float = Field(1.0, description="0.25 to 4.0")
+    instructions: str | None = Field(
+        None, description="Style instructions, passed to engines that take them"
+    )
+    emotion: str | None = Field(None, description="Extension: neutral, happy, sad, angry…")
+    tags: list[str] | None = Field(None, description="Extension: tags for TTL rules and purges")
+    personalized: bool = Field(False, description="Extension: a line that will not repeat")
+
+
+class TTSBody(BaseModel):
+    """The native request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    voice: str | None = None
+    emotion: str | None = None
+    speed: float = 1.0
+    format: str = "wav"
+    engine: str | None = None
+    tags: list[str] | None = None
+    personalized: bool = False
+    instructions: str | None = None
+
+
+CacheControlHeader = Annotated[str | None, Header(alias="Cache-Control")]
+TagsHeader = Annotated[str | None, Header(alias="X-Cache-Tags")]
+PersonalizedHeader = Annotated[str | None, Header(alias="X-Personalized")]
+
+
+def _merge_tags(body_tags: list[str] | None, header: str | None) -> list[str]:
+    tags = list(body_tags or [])
+    if header:
+        tags.extend(part for part in header.split(",") if part.strip())
+    return tags
+
+
+def _truthy(header: str | None) -> bool:
+    return (header or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def openai_request(
+    body: OpenAISpeechBody,
+    settings: Settings,
+    engines: Container[str],
+    tags_header: str | None = None,
+    personalized_header: str | None = None,
+) -> SpeechRequest:
+    """The `SpeechRequest` for an OpenAI-style body."""
+    return SpeechRequest.create(
+        text=body.input,
+        voice=body.voice,
+        emotion=body.emotion,
+        speed=body.speed,
+        format=body.response_format,
+        engine=body.model if body.model in engines else None,
+        tags=_merge_tags(body.tags, tags_header),
+        personalized=body.personalized or _truthy(personalized_header),
+        instructions=body.instructions,
+        normalization=settings.normalization,
+        max_text_chars=settings.max_text_chars,
+    )
+
+
+def native_request(
+    body: TTSBody,
+    settings: Settings,
+    tags_header: str | None = None,
+    personalized_header: str | None = None,
+) -> SpeechRequest:
+    """The `SpeechRequest` for a native `/tts` body."""
+    return SpeechRequest.create(
+        text=body.text,
+        voice=body.voice or settings.default_voice,
+        emotion=body.emotion,
+        speed=body.speed,
+        format=body.format,
+        engine=body.engine,
+        tags=_merge_tags(body.tags, tags_header),
+        personalized=body.personalized or _truthy(personalized_header),
+        instructions=body.instructions,
+        normalization=settings.normalization,
+        max_text_chars=settings.max_text_chars,
+    )
+
+
+def request_from_json(
+    path: str, raw: bytes, settings: Settings, engines: Container[str]
+) -> SpeechRequest:
+    """Parse a raw speech body as the route at `path` would (for the fast lane)."""
+    if path == "/tts":
+        return native_request(TTSBody.model_validate_json(raw), settings)
+    return openai_request(OpenAISpeechBody.model_validate_json(raw), settings, engines)
+
+
+@router.post("/v1/audio/speech", responses=AUDIO_RESPONSES, response_class=Response)
+async def openai_speech(
+    http: Request,
+    body: OpenAISpeechBody,
+    gateway: GatewayDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    cache_control: CacheControlHeader = None,
+    x_cache_tags: TagsHeader = None,
+    x_personalized: PersonalizedHeader = None,
+) -> Response:
+    """OpenAI-compatible speech synthesis, cached."""
+    request = openai_request(body, settings, gateway.engines, x_cache_tags, x_personalized)
+    result = await gateway.speak(request, tenant=tenant, control=CacheControl.parse(cache_control))
+    return audio_response(http, result, gateway.clock())
+
+
+@router.post("/tts", responses=AUDIO_RESPONSES, response_class=Response)
+async def native_tts(
+    http: Request,
+    body: TTSBody,
+    gateway: GatewayDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    cache_control: CacheControlHeader = None,
+    x_cache_tags: TagsHeader = None,
+    x_personalized: PersonalizedHeader = None,
+) -> Response:
+    """Native speech synthesis, cached."""
+    request = native_request(body, settings, x_cache_tags, x_personalized)
+    result = await gateway.speak(request, tenant=tenant, control=CacheControl.parse(cache_control))
+    return audio_response(http, result, gateway.clock())

@@ -1,0 +1,58 @@
+"""The audit log: one JSON line per administrative action (key management, voice erasure,
+purges), appended to `audit_log` (default `data_dir/audit.log`).
+
+Each line is written with a single `write` on a file opened with O_APPEND, so lines from
+several worker processes and the CLI never interleave.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from voicecache.security.auth import Principal
+from voicecache.settings import Settings
+
+
+def audit_path(settings: Settings) -> Path:
+    return settings.audit_log or settings.data_dir / "audit.log"
+
+
+class AuditLog:
+    """Appends audit records as JSON lines."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self.clock = clock
+
+    def record(self, action: str, actor: Principal | str | None, **details: Any) -> None:
+        """Write one record: when, what, who (key id and tenant, or `cli`), and details."""
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),
+            "action": action,
+        }
+        if isinstance(actor, Principal):
+            entry["key_id"] = actor.key_id
+            entry["tenant"] = actor.tenant
+        else:
+            entry["actor"] = actor
+        entry.update(details)
+        line = (json.dumps(entry, ensure_ascii=False, default=str) + "\n").encode()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every record (for tests and `voicecache` inspection)."""
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -1,0 +1,189 @@
+"""Rate limits per API key: requests per second, and synthesized characters per minute.
+
+Requests are counted on arrival (hits and misses alike: a hit is cheap but not free);
+characters only when the engine is really called (a miss), because that is what costs money.
+Both are fixed windows: a counter that expires one window after its first use.
+
+With `redis_url` set the counters live in Redis (one small Lua script: check, INCRBY, PEXPIRE),
+so every replica shares them. When Redis fails, limits fall back to in-process counters for a
+cooldown rather than failing requests or letting traffic through unlimited.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from voicecache.circuit import CircuitBreaker
+from voicecache.errors import RateLimited
+from voicecache.security.auth import Principal, current_principal
+from voicecache.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# KEYS[1] counter; ARGV cost, limit, window in ms. Returns -1 when admitted, else the
+# milliseconds until the window ends. A request bigger than the whole limit is admitted into
+# an empty window, so one long line is never refused forever.
+_SCRIPT = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local cost = tonumber(ARGV[1])
+if current > 0 and current + cost > tonumber(ARGV[2]) then
+  return math.max(redis.call('PTTL', KEYS[1]), 1)
+end
+if redis.call('INCRBY', KEYS[1], cost) == cost then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return -1
+"""
+
+
+class LocalCounters:
+    """Fixed-window counters in this process."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._windows: dict[str, tuple[float, int]] = {}
+
+    def take(self, key: str, cost: int, limit: int, window: float) -> float | None:
+        """Count `cost` against `key`; None when admitted, else seconds until it may retry."""
+        now = self.clock()
+        started, used = self._windows.get(key, (now, 0))
+        if now - started >= window:
+            started, used = now, 0
+        if used > 0 and used + cost > limit:
+            return started + window - now
+        self._windows[key] = (started, used + cost)
+        if len(self._windows) > 100_000:  # forget finished windows now and then
+            self._windows = {
+                k: v for k, v in self._windows.items() if now - v[0] < window * 2 or k == key
+            }
+        return None
+
+
+class RedisCounters:
+    """Fixed-window counters shared through Redis, with in-process counters as fallback."""
+
+    def __init__(
+        self,
+        client: Any,
+        prefix: str = "vc",
+        fallback: LocalCounters | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.fallback = fallback or LocalCounters()
+        self.breaker = breaker or CircuitBreaker(failures=3, cooldown=5.0)
+        self._script = client.register_script(_SCRIPT)
+
+    async def take(self, key: str, cost: int, limit: int, window: float) -> float | None:
+        if not self.breaker.allow():
+            return self.fallback.take(key, cost, limit, window)
+        try:
+            # The hash tag keeps the counter on one slot in a cluster.
+            waited = await self._script(
+                keys=[f"{self.prefix}:rl:{{{key}}}"], args=[cost, limit, math.ceil(window * 1000)]
+            )
+        except Exception as exc:  # Redis down: limit per process rather than fail requests
+            self.breaker.failure()
+            log.warning("rate limits fall back to in-process counters: %s", exc)
+            return self.fallback.take(key, cost, limit, window)
+        self.breaker.success()
+        return None if int(waited) < 0 else int(waited) / 1000
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class RateLimits:
+    """The limits of `Settings` applied per key (per client address without keys)."""
+
+    def __init__(
+        self,
+        rps: float = 0.0,
+        chars_per_minute: int = 0,
+        counters: LocalCounters | RedisCounters | None = None,
+    ) -> None:
+        self.rps = rps
+        self.chars_per_minute = chars_per_minute
+        self.counters = counters or LocalCounters()
+        # Fractional rates (0.5/s) become one request per 1/rps seconds.
+        if rps >= 1:
+            self._request_limit, self._request_window = math.floor(rps), 1.0
+        elif rps > 0:
+            self._request_limit, self._request_window = 1, 1.0 / rps
+        else:
+            self._request_limit, self._request_window = 0, 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.rps > 0 or self.chars_per_minute > 0
+
+    async def request(self, principal: Principal, client: str | None = None) -> None:
+        """Count one request; raises `RateLimited` (429 with Retry-After) over the limit."""
+        if self._request_limit <= 0:
+            return
+        bucket = f"rps:{_bucket(principal, client)}"
+        waited = await self._take(bucket, 1, self._request_limit, self._request_window)
+        if waited is not None:
+            raise RateLimited(
+                f"rate limit: at most {self.rps:g} requests per second for this key", waited
+            )
+
+    async def characters(self, principal: Principal | None, count: int) -> None:
+        """Count characters about to be synthesized (a miss); raises `RateLimited` when the
+        per-minute budget is spent."""
+        if self.chars_per_minute <= 0 or principal is None:
+            return
+        bucket = f"chars:{_bucket(principal, None)}"
+        waited = await self._take(bucket, count, self.chars_per_minute, 60.0)
+        if waited is not None:
+            raise RateLimited(
+                f"rate limit: at most {self.chars_per_minute} synthesized characters per "
+                "minute for this key (cached lines are not limited)",
+                waited,
+            )
+
+    async def before_engine(self, plan: Any) -> None:
+        """The gateway's admission hook: charge the miss's characters to the caller of the
+        current request (set by the security middleware; none for the CLI)."""
+        await self.characters(current_principal.get(), len(plan.job.text))
+
+    async def _take(self, key: str, cost: int, limit: int, window: float) -> float | None:
+        counters = self.counters
+        if isinstance(counters, LocalCounters):
+            return counters.take(key, cost, limit, window)
+        return await counters.take(key, cost, limit, window)
+
+    async def aclose(self) -> None:
+        if isinstance(self.counters, RedisCounters):
+            await self.counters.aclose()
+
+
+def _bucket(principal: Principal, client: str | None) -> str:
+    if principal.key_id is not None:
+        return f"key:{principal.key_id}"
+    return f"anon:{client or 'local'}"
+
+
+def build_rate_limits(settings: Settings) -> RateLimits | None:
+    """The limits of `settings`, shared through Redis when `redis_url` is set; None when no
+    limit is configured."""
+    if settings.rate_limit_rps <= 0 and settings.rate_limit_chars_per_minute <= 0:
+        return None
+    counters: LocalCounters | RedisCounters = LocalCounters()
+    if settings.redis_url:
+        from voicecache.cache.tiers.redis import make_client
+
+        client = make_client(
+            settings.redis_url, cluster=settings.redis_cluster, timeout=settings.redis_timeout
+        )
+        counters = RedisCounters(
+            client,
+            settings.redis_prefix,
+            breaker=CircuitBreaker(failures=3, cooldown=settings.redis_breaker_cooldown),
+        )
+    return RateLimits(settings.rate_limit_rps, settings.rate_limit_chars_per_minute, counters)
