@@ -21,8 +21,8 @@ import numpy as np
 from benchmarks import _harness as h
 from benchmarks.workload import FIXED_EN, FIXED_ZH
 from voicecache import codecs
-from voicecache.engines.base import SynthesisJob
 from voicecache.engines.espeak import EspeakEngine
+from voicecache.model import SynthesisJob
 
 CODECS: tuple[codecs.AudioFormat, ...] = ("wav", "flac", "opus", "mp3")
 GB = 1_000_000_000

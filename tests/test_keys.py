@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from voicecache.errors import InvalidRequest
-from voicecache.keys import SpeechRequest, build_key, normalize_text
+from voicecache.keys import build_key, normalize_text
+from voicecache.model import SpeechRequest
 
 BASE: dict[str, Any] = {
     "text": "Victory is ours!",

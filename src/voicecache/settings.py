@@ -26,7 +26,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-Normalization = Literal["exact", "standard", "casefold"]
+from voicecache.keys import Normalization
+
 StorageCodec = Literal["flac", "wav", "opus", "mp3"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")

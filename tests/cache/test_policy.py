@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from voicecache.cache.policy import CacheControl, EntryPolicy, Policy
-from voicecache.cache.tiers.base import EntryMeta
-from voicecache.keys import SpeechRequest
+from voicecache.model import EntryMeta, SpeechRequest
 from voicecache.settings import Settings, TtlRule
 
 DAY = 86400.0

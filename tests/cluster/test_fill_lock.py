@@ -14,8 +14,8 @@ from tests.servers import RedisServer
 from voicecache.bootstrap import build_gateway
 from voicecache.cache.tiers.redis import RedisTier
 from voicecache.circuit import CircuitBreaker
-from voicecache.cluster.fill_lock import Acquired, RedisFillLock
-from voicecache.keys import SpeechRequest
+from voicecache.cluster.fill_lock import RedisFillLock
+from voicecache.model import Acquired, SpeechRequest
 from voicecache.settings import Settings
 
 pytestmark = pytest.mark.redis

@@ -14,11 +14,11 @@ from tests.conftest import LiveApp
 from tests.fakes.openai_tts import DOCUMENTED_FIELDS
 from tests.fixtures_servers import FAKE_OPENAI_KEY, FakeEngineServer
 from voicecache.engines import build_engines
-from voicecache.engines.base import SynthesisJob
 from voicecache.engines.emotivoice import EmotiVoiceEngine
 from voicecache.engines.openai import OpenAIEngine
 from voicecache.engines.resilience import ResilientEngine
 from voicecache.errors import EngineError
+from voicecache.model import SynthesisJob
 from voicecache.settings import Settings
 
 EMOTIVOICE_FIELDS = {"input", "voice", "prompt", "language", "model", "response_format", "speed"}

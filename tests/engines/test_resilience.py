@@ -17,11 +17,11 @@ import pytest
 from tests.conftest import LiveApp
 from tests.fixtures_servers import FakeEngineServer
 from voicecache.bootstrap import build_gateway
-from voicecache.engines.base import SynthesisJob
 from voicecache.engines.emotivoice import EmotiVoiceEngine
 from voicecache.engines.openai import OpenAIEngine
 from voicecache.engines.resilience import ResilienceConfig, ResilientEngine
 from voicecache.errors import EngineError, EngineTimeout, EngineUnavailable
+from voicecache.model import SynthesisJob
 from voicecache.settings import Settings
 
 JOB = SynthesisJob("resilient line", "8051")

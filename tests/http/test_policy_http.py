@@ -16,7 +16,7 @@ from tests.conftest import LiveApp
 from tests.fixtures_servers import FakeEngineServer
 from voicecache.bootstrap import build_gateway
 from voicecache.cache.tiers import DiskTier
-from voicecache.cache.tiers.base import EntryMeta
+from voicecache.model import EntryMeta
 from voicecache.settings import Settings, TtlRule
 
 LINE = {"text": "The tower has fallen.", "voice": "en"}

@@ -11,8 +11,6 @@ from tests.conftest import LiveApp
 from tests.security.test_auth import bearer, speak, upload
 from tests.voice_samples import master_key
 from voicecache.bootstrap import build_gateway
-from voicecache.cache.service import SpeechResult
-from voicecache.cache.tiers.base import EntryMeta
 from voicecache.http.responses import (
     PINNED_MAX_AGE,
     RangeNotSatisfiable,
@@ -21,6 +19,7 @@ from voicecache.http.responses import (
     etag_matches,
     parse_range,
 )
+from voicecache.model import EntryMeta, SpeechResult
 from voicecache.security.auth import KeyStore, keys_path
 from voicecache.settings import Settings
 

@@ -12,8 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import LiveApp
-from voicecache.cache.service import SpeechResult
-from voicecache.cache.tiers.base import EntryMeta
+from voicecache.model import EntryMeta, SpeechResult
 from voicecache.observability.metrics import Metrics
 from voicecache.settings import Settings
 

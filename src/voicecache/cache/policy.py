@@ -22,8 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from voicecache.cache.tiers.base import EntryMeta
-from voicecache.keys import SpeechRequest
+from voicecache.model import EntryMeta, SpeechRequest
 from voicecache.settings import TtlRule
 
 

@@ -27,10 +27,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from voicecache import codecs
 from voicecache.cache.coalescing import Coalescer
 from voicecache.cache.policy import CacheControl, EntryPolicy, Policy
-from voicecache.cache.tiers.base import Entry, EntryMeta, checksum
 from voicecache.cache.tiers.tiered import Lookup, TieredCache
 from voicecache.codecs import AudioFormat
-from voicecache.engines.base import Engine, Reference, SynthesisJob
 from voicecache.errors import (
     EngineError,
     InvalidRequest,
@@ -38,7 +36,17 @@ from voicecache.errors import (
     UnknownEmotion,
     UnknownVoice,
 )
-from voicecache.keys import CacheKey, SpeechRequest, build_key
+from voicecache.keys import build_key
+from voicecache.model import (
+    CacheKey,
+    Engine,
+    Entry,
+    EntryMeta,
+    Reference,
+    SpeechRequest,
+    SynthesisJob,
+    checksum,
+)
 
 if TYPE_CHECKING:
     from voicecache.cluster.fill_lock import FillLock

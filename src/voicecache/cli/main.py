@@ -18,7 +18,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 
 from voicecache.errors import ConfigError, VoicecacheError
-from voicecache.keys import SpeechRequest
+from voicecache.model import SpeechRequest
 from voicecache.settings import Settings
 
 T = TypeVar("T")

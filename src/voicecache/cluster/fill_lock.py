@@ -26,12 +26,11 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import TypeVar
 
-from voicecache.cache.tiers.base import Tier
 from voicecache.cache.tiers.redis import RedisTier
 from voicecache.errors import StorageError
+from voicecache.model import Acquired, Tier
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -46,29 +45,6 @@ _EXTEND = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 0
 """
-
-
-class Lease(Protocol):
-    """A held fill lock."""
-
-    async def release(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Acquired(Generic[T]):
-    """What `FillLock.acquire` found: a lease to fill under, or the result someone else made,
-    or neither (lock unavailable or wait over: fill without a lock)."""
-
-    lease: Lease | None = None
-    result: T | None = None
-
-
-class FillLock(Protocol):
-    """A cross-process lock around filling one cache key (see `RedisFillLock`)."""
-
-    async def acquire(
-        self, digest: str, filled: Callable[[], Awaitable[T | None]]
-    ) -> Acquired[T]: ...
 
 
 class _RedisLease:

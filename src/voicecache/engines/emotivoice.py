@@ -28,9 +28,9 @@ from typing import Any
 import httpx
 
 from voicecache.codecs import Audio, time_stretch
-from voicecache.engines.base import SynthesisJob, VoiceInfo
 from voicecache.engines.remote import RemoteEngine
 from voicecache.errors import EngineError, UnknownVoice
+from voicecache.model import SynthesisJob, VoiceInfo
 
 SPEECH_PATH = "/v1/audio/speech"
 DEFAULT_MODEL = "emoti-voice"

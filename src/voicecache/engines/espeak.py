@@ -21,8 +21,8 @@ import espeakng_loader
 import numpy as np
 
 from voicecache.codecs import Audio, time_stretch
-from voicecache.engines.base import Engine, SynthesisJob, VoiceInfo
 from voicecache.errors import EngineError
+from voicecache.model import Engine, SynthesisJob, VoiceInfo
 
 _SYNCHRONOUS = 2
 _INIT_DONT_EXIT = 0x8000

@@ -20,9 +20,9 @@ from typing import Any, Literal
 import httpx
 
 from voicecache.codecs import Audio
-from voicecache.engines.base import SynthesisJob, VoiceInfo
 from voicecache.engines.remote import RemoteEngine
 from voicecache.errors import EngineError
+from voicecache.model import SynthesisJob, VoiceInfo
 
 SPEECH_PATH = "/v1/audio/speech"
 OPENAI_VOICES: tuple[str, ...] = (

@@ -23,8 +23,8 @@ import httpx
 
 from voicecache import codecs
 from voicecache.codecs import Audio
-from voicecache.engines.base import Engine
 from voicecache.errors import EngineError, EngineTimeout, EngineUnavailable
+from voicecache.model import Engine
 
 # Bodies this short are still worth showing in an error detail; longer ones are cut.
 _DETAIL_CHARS = 200

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from voicecache.codecs import Audio
-from voicecache.engines.base import Engine, SynthesisJob, VoiceInfo
 from voicecache.errors import EngineError, EngineTimeout, EngineUnavailable
+from voicecache.model import Engine, SynthesisJob, VoiceInfo
 from voicecache.settings import EngineConfig
 
 BreakerState = Literal["closed", "open", "half_open"]

@@ -19,8 +19,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from voicecache.cache.service import SpeechResult
 from voicecache.http.middleware.accesslog import note_result
+from voicecache.model import SpeechResult
 
 # Pinned audio never expires; a year is the longest max-age caches honour in practice.
 PINNED_MAX_AGE = 365 * 86400

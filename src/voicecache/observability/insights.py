@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from voicecache.cache.service import SpeechResult
+from voicecache.model import SpeechResult
 
 # Result statuses as the metrics spell them (lower case), in bucket order.
 RESULTS = ("hit", "miss", "coalesced", "stale", "error")

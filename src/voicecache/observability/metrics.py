@@ -51,8 +51,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from voicecache.cache.service import Gateway, SpeechResult
-from voicecache.cache.tiers.base import TierStats
+from voicecache.cache.service import Gateway
+from voicecache.model import SpeechResult, TierStats
 from voicecache.observability.insights import RESULTS, Insights
 
 CIRCUIT_STATES = ("closed", "open", "half_open")

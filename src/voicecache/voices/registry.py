@@ -33,12 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from voicecache.cache.invalidation.purge import PurgeFilter, purge
-from voicecache.cache.service import BuiltinVoices, ResolvedVoice
+from voicecache.cache.service import BuiltinVoices
 from voicecache.cache.tiers.tiered import TieredCache
-from voicecache.engines.base import Engine, Reference
 from voicecache.errors import InvalidRequest, NotFound, UnknownVoice
 from voicecache.fileio import atomic_write
-from voicecache.keys import VOICE_PATTERN
+from voicecache.model import VOICE_PATTERN, Engine, Reference, ResolvedVoice
 from voicecache.voices.crypto import DecryptionFailed, Keyring
 from voicecache.voices.sample import Sample, decode_sample, validate_sample
 

@@ -18,7 +18,8 @@ import httpx
 
 from voicecache.cache.service import Gateway
 from voicecache.errors import VoicecacheError
-from voicecache.keys import SpeechRequest, normalize_text
+from voicecache.keys import normalize_text
+from voicecache.model import SpeechRequest
 from voicecache.settings import Settings
 from voicecache.warmup.script import BadLine, ScriptLine
 

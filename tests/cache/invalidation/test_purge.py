@@ -20,10 +20,9 @@ from voicecache.bootstrap import build_gateway
 from voicecache.cache.invalidation.purge import InvalidFilter, PurgeFilter, purge
 from voicecache.cache.invalidation.sweeper import Sweeper, SweepLease
 from voicecache.cache.tiers import DiskTier, Entry, EntryMeta, MemoryTier, Tier, TieredCache
-from voicecache.cache.tiers.base import checksum
 from voicecache.cli.main import app
 from voicecache.errors import InvalidRequest
-from voicecache.keys import SpeechRequest
+from voicecache.model import SpeechRequest, checksum
 from voicecache.settings import Settings
 
 NOW = 1_700_000_000.0

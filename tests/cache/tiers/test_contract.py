@@ -12,9 +12,9 @@ import pytest
 
 from tests.servers import MotoS3Server, RedisCluster
 from voicecache.cache.tiers import DiskTier, Entry, EntryMeta, MemoryTier, Tier
-from voicecache.cache.tiers.base import checksum
 from voicecache.cache.tiers.redis import RedisTier
 from voicecache.cache.tiers.s3 import S3Tier
+from voicecache.model import checksum
 
 TierFactory = Callable[[pytest.FixtureRequest, Path], Awaitable[Tier]]
 

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from voicecache.cache.invalidation.purge import PurgeFilter, PurgeReport, purge, tier_identity
-from voicecache.cache.tiers.base import Tier
 from voicecache.cache.tiers.tiered import PurgeScope, TieredCache
+from voicecache.model import Tier
 
 log = logging.getLogger(__name__)
 

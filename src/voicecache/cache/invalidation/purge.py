@@ -32,13 +32,12 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicecache.cache.tiers.base import EntryMeta, Tier
 from voicecache.cache.tiers.disk import DiskTier
 from voicecache.cache.tiers.memory import MemoryTier
 from voicecache.cache.tiers.tiered import PurgeScope, TieredCache
 from voicecache.codecs import FORMATS
 from voicecache.errors import InvalidRequest
-from voicecache.keys import TAG_PATTERN, VOICE_PATTERN
+from voicecache.model import TAG_PATTERN, VOICE_PATTERN, EntryMeta, Tier
 from voicecache.settings import parse_duration
 
 log = logging.getLogger(__name__)

@@ -33,9 +33,9 @@ from typing import Any
 
 from voicecache.cache.invalidation.purge import PurgeReport, purge_tier, tier_identity
 from voicecache.cache.service import Gateway
-from voicecache.cache.tiers.base import EntryMeta, Tier
 from voicecache.cache.tiers.memory import MemoryTier
 from voicecache.cache.tiers.tiered import TieredCache
+from voicecache.model import EntryMeta, Tier
 
 log = logging.getLogger(__name__)
 

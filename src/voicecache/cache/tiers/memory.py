@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from voicecache.cache.eviction import EvictionPolicy, make_policy
-from voicecache.cache.tiers.base import Entry, EntryMeta, Tier, TierStats
+from voicecache.model import Entry, EntryMeta, Tier, TierStats
 
 
 class MemoryTier(Tier):

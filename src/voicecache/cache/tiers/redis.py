@@ -37,9 +37,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from voicecache.cache.tiers.base import Entry, EntryMeta, Tier, TierStats, read_header
 from voicecache.circuit import CircuitBreaker
 from voicecache.errors import StorageError
+from voicecache.model import Entry, EntryMeta, Tier, TierStats, read_header
 
 T = TypeVar("T")
 

@@ -30,9 +30,9 @@ import aioboto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from voicecache.cache.tiers.base import Entry, EntryMeta, Tier, TierStats, read_header
 from voicecache.circuit import CircuitBreaker
 from voicecache.errors import StorageError
+from voicecache.model import Entry, EntryMeta, Tier, TierStats, read_header
 
 T = TypeVar("T")
 

@@ -23,8 +23,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from voicecache.cache.tiers.base import Entry, EntryMeta, Tier
 from voicecache.cache.tiers.memory import MemoryTier
+from voicecache.model import Entry, EntryMeta, Tier
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from typing import Literal, TextIO
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from voicecache.cache.service import SpeechResult
+from voicecache.model import SpeechResult
 from voicecache.settings import Settings
 
 RESULT_SCOPE_KEY = "voicecache.result"

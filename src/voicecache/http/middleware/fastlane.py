@@ -28,11 +28,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from voicecache.cache.service import Gateway, SpeechResult
+from voicecache.cache.service import Gateway
 from voicecache.errors import VoicecacheError
 from voicecache.http.middleware.accesslog import note_result
 from voicecache.http.responses import cache_headers
-from voicecache.keys import SpeechRequest
+from voicecache.model import SpeechRequest, SpeechResult
 
 _AUDIO_PATH = re.compile(r"^/v1/audio/([0-9a-f]{64})\.(wav|flac|mp3|opus|pcm)$")
 _SPEECH_PATHS = frozenset({"/tts", "/v1/audio/speech"})

@@ -18,7 +18,7 @@ from voicecache.cache.policy import CacheControl
 from voicecache.http.responses import audio_response
 from voicecache.http.routes.deps import GatewayDep, SettingsDep, TenantDep
 from voicecache.http.routes.schemas import error_responses
-from voicecache.keys import SpeechRequest
+from voicecache.model import SpeechRequest
 from voicecache.settings import Settings
 
 router = APIRouter(tags=["speech"])
