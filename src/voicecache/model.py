@@ -363,9 +363,9 @@ class Tier(ABC):
         """Remove; returns the bytes freed (0 when absent)."""
 
     @abstractmethod
-    async def scan(self) -> AsyncIterator[tuple[str, EntryMeta]]:
-        """Every stored id with its header (for purge, sweeps and inspection)."""
-        yield  # pragma: no cover
+    def scan(self) -> AsyncIterator[tuple[str, EntryMeta]]:
+        """Every stored id with its header (for purge, sweeps and inspection); tiers implement
+        it as an async generator (`async def scan(self): ... yield ...`)."""
 
     @abstractmethod
     async def stats(self) -> TierStats:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from voicecache.cache.tiers.memory import MemoryTier
 from voicecache.model import Entry, EntryMeta, Tier
@@ -199,9 +199,9 @@ class TieredCache:
     async def _delete_in(self, tier: Tier, entry_id: str) -> None:
         await self._guard(tier, "delete", tier.delete(entry_id))
 
-    async def _guard(self, tier: Tier, operation: str, work: object) -> None:
+    async def _guard(self, tier: Tier, operation: str, work: Awaitable[object]) -> None:
         try:
-            await work  # type: ignore[misc]
+            await work
         except Exception as exc:
             self._count_error(tier, operation, exc)
 
@@ -209,8 +209,8 @@ class TieredCache:
         self.errors[tier.name] = self.errors.get(tier.name, 0) + 1
         log.warning("cache tier %s failed to %s: %s", tier.name, operation, exc)
 
-    def _spawn(self, work: object) -> None:
-        task = asyncio.ensure_future(work)  # type: ignore[arg-type]
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
