@@ -1,5 +1,5 @@
 """The in-process tier: a dict of entries bounded by bytes, with a pluggable eviction policy
-(W-TinyLFU by default, LRU by setting; see `eviction.py`).
+(W-TinyLFU by default, LRU by setting; see `cache/eviction/`).
 
 This is the product's hot loop, so `peek` is synchronous and does a dict lookup plus one
 policy update: no copies, no re-encoding, no validation. Entries are immutable, so the bytes

@@ -1,288 +1,22 @@
-"""Byte-weighted eviction policies for the in-memory cache tier.
-
-A policy only does bookkeeping: it tracks which keys are resident and how many bytes
-each one takes, decides what to evict and whether to admit a new key. It never stores
-values. The memory tier (and ``benchmarks/simulate.py``) owns the values and follows
-the policy's decisions::
-
-    if policy.access(key):              # every lookup; True on a hit
-        return values[key]
-    value = fetch_from_lower_tier()
-    admitted, evicted = policy.admit(key, len(value))
-    for victim in evicted:
-        del values[victim]
-    if admitted:
-        values[key] = value
-
-Two policies share the :class:`EvictionPolicy` interface:
-
-* :class:`LRUPolicy`: plain least-recently-used, bounded by bytes.
-* :class:`WTinyLFUPolicy`: Caffeine's Window-TinyLFU, bounded by bytes. A small LRU
-  window absorbs bursts of new keys; a frequency sketch then decides whether a key
-  leaving the window is worth more than the keys it would push out of the main region.
-  It resists scans of one-off texts that would flush an LRU cache.
-
-All policies are synchronous and not thread-safe: the caller serialises access (the
-memory tier runs them on the event loop thread).
+"""Window-TinyLFU (Caffeine's design), bounded by bytes: a small LRU window for new keys, a
+segmented-LRU main region, and a frequency sketch deciding which of two keys is worth keeping.
+It resists scans of one-off texts that would flush an LRU cache.
 """
 
 from __future__ import annotations
 
 import random
-from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Literal
 
-__all__ = [
-    "EvictionPolicy",
-    "FrequencySketch",
-    "LRUPolicy",
-    "PolicyName",
-    "WTinyLFUPolicy",
-    "make_policy",
-]
+from voicecache.cache.eviction.base import EvictionPolicy, check_size
+from voicecache.cache.eviction.sketch import FrequencySketch
 
-PolicyName = Literal["lru", "tinylfu"]
-
-
-class EvictionPolicy(ABC):
-    """Interface of a byte-weighted eviction policy.
-
-    Frequency-aware policies count a request once: either as a hit in :meth:`access`
-    or as a miss in :meth:`admit`. A lookup that misses must therefore be followed by
-    ``admit`` (not by a second ``access``) for the key's popularity to be recorded.
-
-    Pinned keys count toward :attr:`used_bytes` but are never chosen as victims. When
-    the unpinned bytes cannot make room for a key, ``admit`` refuses it instead of
-    evicting a pinned key.
-    """
-
-    capacity_bytes: int
-
-    @property
-    @abstractmethod
-    def used_bytes(self) -> int:
-        """Sum of the sizes of all resident keys (pinned ones included)."""
-
-    @abstractmethod
-    def access(self, key: str) -> bool:
-        """Record a hit on ``key``; return whether it is resident.
-
-        A miss records nothing: the following :meth:`admit` counts the request.
-        """
-
-    @abstractmethod
-    def admit(self, key: str, size: int) -> tuple[bool, list[str]]:
-        """Insert ``key`` (or update its size) and return ``(admitted, evicted_keys)``.
-
-        ``evicted_keys`` never contains ``key`` itself and always lists keys the caller
-        must drop, whether or not ``key`` was admitted. When ``admitted`` is False the
-        caller must not store the value. A key larger than the capacity (minus the
-        pinned bytes) is never admitted. A refused update leaves the previous entry and
-        its size in place, so the caller keeps its old value.
-        """
-
-    @abstractmethod
-    def remove(self, key: str) -> None:
-        """Forget ``key`` (the caller deleted it: purge, expiry). Unknown keys are ignored."""
-
-    @abstractmethod
-    def pin(self, key: str, pinned: bool) -> None:
-        """Pin or unpin a resident key. Ignored for keys that are not resident."""
-
-    @abstractmethod
-    def __len__(self) -> int: ...
-
-    @abstractmethod
-    def __contains__(self, key: object) -> bool: ...
-
-
-def _check_size(size: int) -> None:
-    if size < 0:
-        raise ValueError(f"size must be >= 0, got {size}")
-
-
-class LRUPolicy(EvictionPolicy):
-    """Least-recently-used eviction bounded by the total size of resident keys."""
-
-    def __init__(self, capacity_bytes: int) -> None:
-        if capacity_bytes <= 0:
-            raise ValueError(f"capacity_bytes must be > 0, got {capacity_bytes}")
-        self.capacity_bytes = capacity_bytes
-        # Oldest first: popitem(last=False) yields the least recently used key.
-        self._entries: OrderedDict[str, int] = OrderedDict()
-        self._used = 0
-        self._pinned: set[str] = set()
-        self._pinned_bytes = 0
-
-    @property
-    def used_bytes(self) -> int:
-        return self._used
-
-    def access(self, key: str) -> bool:
-        try:
-            self._entries.move_to_end(key)
-        except KeyError:
-            return False
-        return True
-
-    def admit(self, key: str, size: int) -> tuple[bool, list[str]]:
-        _check_size(size)
-        entries = self._entries
-        old = entries.get(key)
-        if old is None:
-            if size > self.capacity_bytes - self._pinned_bytes:
-                return False, []
-            entries[key] = size
-            self._used += size
-        else:
-            pinned = key in self._pinned
-            other_pinned = self._pinned_bytes - (old if pinned else 0)
-            if size > self.capacity_bytes - other_pinned:
-                return False, []
-            entries[key] = size
-            entries.move_to_end(key)
-            self._used += size - old
-            if pinned:
-                self._pinned_bytes += size - old
-        return True, self._evict_overflow(keep=key)
-
-    def _evict_overflow(self, keep: str) -> list[str]:
-        evicted: list[str] = []
-        entries = self._entries
-        if self._used <= self.capacity_bytes:
-            return evicted
-        if not self._pinned:
-            # Fast path. `keep` is the most recent entry and fits on its own (checked by
-            # the caller), so it is never reached.
-            while self._used > self.capacity_bytes:
-                victim, size = entries.popitem(last=False)
-                self._used -= size
-                evicted.append(victim)
-            return evicted
-        excess = self._used - self.capacity_bytes
-        for victim, size in entries.items():
-            if victim == keep or victim in self._pinned:
-                continue
-            evicted.append(victim)
-            excess -= size
-            if excess <= 0:
-                break
-        for victim in evicted:
-            self._used -= entries.pop(victim)
-        return evicted
-
-    def remove(self, key: str) -> None:
-        size = self._entries.pop(key, None)
-        if size is None:
-            return
-        self._used -= size
-        if key in self._pinned:
-            self._pinned.discard(key)
-            self._pinned_bytes -= size
-
-    def pin(self, key: str, pinned: bool) -> None:
-        size = self._entries.get(key)
-        if size is None or (key in self._pinned) == pinned:
-            return
-        if pinned:
-            self._pinned.add(key)
-            self._pinned_bytes += size
-        else:
-            self._pinned.discard(key)
-            self._pinned_bytes -= size
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._entries
-
-    def __repr__(self) -> str:
-        return (
-            f"LRUPolicy(capacity_bytes={self.capacity_bytes}, used_bytes={self._used}, "
-            f"entries={len(self._entries)})"
-        )
-
-
-_MASK64 = (1 << 64) - 1
-# Counters are 4-bit in spirit (saturate at 15) but stored one per byte: a bytearray
-# indexed directly is faster in Python than unpacking nibbles, and memory is small
-# (4 rows x width bytes).
-_COUNTER_MAX = 15
-_HALVE = bytes(i >> 1 for i in range(256))
 # Hill climber constants, Caffeine's defaults: step 6.25 % of capacity, decaying 2 %
 # per move, restarted when the hit rate jumps by 5 points.
 _CLIMB_STEP = 0.0625
 _CLIMB_DECAY = 0.98
 _CLIMB_RESTART = 0.05
-_DEPTH = 4
-
-
-class FrequencySketch:
-    """Count-min sketch of saturating 4-bit counters with periodic aging.
-
-    Estimates how often each key was seen recently. After ``sample_size`` increments
-    every counter is halved, so popularity decays and yesterday's hits do not protect
-    a key forever (TinyLFU's "reset"). Indices come from Python's ``hash(str)``: fast
-    (cached on the str object) and deterministic within a process, but salted per
-    process, so estimates may differ slightly between runs.
-    """
-
-    def __init__(self, width: int, *, sample_factor: int = 10) -> None:
-        if width <= 0:
-            raise ValueError(f"width must be > 0, got {width}")
-        self.width = 1 << (width - 1).bit_length()
-        self._mask = self.width - 1
-        self._table = bytearray(_DEPTH * self.width)
-        self.sample_size = sample_factor * self.width
-        self._additions = 0
-        self.resets = 0
-
-    def _indexes(self, key: str) -> tuple[int, int, int, int]:
-        h = hash(key) & _MASK64
-        # splitmix64 finaliser gives a second, independent 64-bit hash without hashing
-        # the string again; each row takes 32 bits from one of the two hashes.
-        g = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        g = ((g ^ (g >> 27)) * 0x94D049BB133111EB) & _MASK64
-        g ^= g >> 31
-        m = self._mask
-        w = self.width
-        return (h & m, w + ((h >> 32) & m), 2 * w + (g & m), 3 * w + ((g >> 32) & m))
-
-    def frequency(self, key: str) -> int:
-        """Estimated recent count of ``key`` (0..15)."""
-        t = self._table
-        a, b, c, d = self._indexes(key)
-        return min(t[a], t[b], t[c], t[d])
-
-    def increment(self, key: str) -> None:
-        """Count one occurrence of ``key``; may trigger aging."""
-        t = self._table
-        a, b, c, d = self._indexes(key)
-        low = min(t[a], t[b], t[c], t[d])
-        if low >= _COUNTER_MAX:
-            return
-        # Conservative update: only the counters at the current minimum grow. The
-        # estimate is the same min, but collisions inflate other keys far less.
-        if t[a] == low:
-            t[a] = low + 1
-        if t[b] == low:
-            t[b] = low + 1
-        if t[c] == low:
-            t[c] = low + 1
-        if t[d] == low:
-            t[d] = low + 1
-        self._additions += 1
-        if self._additions >= self.sample_size:
-            self.reset()
-
-    def reset(self) -> None:
-        """Halve every counter (aging). ``bytearray.translate`` does it in C."""
-        self._table = self._table.translate(_HALVE)
-        self._additions //= 2
-        self.resets += 1
 
 
 class _Region:
@@ -426,7 +160,7 @@ class WTinyLFUPolicy(EvictionPolicy):
             self._demote_protected_overflow()
 
     def admit(self, key: str, size: int) -> tuple[bool, list[str]]:
-        _check_size(size)
+        check_size(size)
         self._sketch.increment(key)
         region = self._where.get(key)
         if region is not None:
@@ -660,12 +394,3 @@ class WTinyLFUPolicy(EvictionPolicy):
         else:
             self._pinned.discard(key)
             self._pinned_bytes -= size
-
-
-def make_policy(name: PolicyName, capacity_bytes: int) -> EvictionPolicy:
-    """Build the policy called ``name`` (``"lru"`` or ``"tinylfu"``)."""
-    if name == "lru":
-        return LRUPolicy(capacity_bytes)
-    if name == "tinylfu":
-        return WTinyLFUPolicy(capacity_bytes)
-    raise ValueError(f"unknown eviction policy {name!r}; expected 'lru' or 'tinylfu'")
