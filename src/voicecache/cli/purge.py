@@ -13,10 +13,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from voicecache.cache.invalidation.feed import attach, build_feed
-from voicecache.cache.invalidation.purge import InvalidFilter, PurgeFilter, PurgeReport, purge
+from voicecache.cache.invalidation.feed import attach
+from voicecache.cache.invalidation.filter import InvalidFilter, PurgeFilter
+from voicecache.cache.invalidation.purge import PurgeReport, purge
 from voicecache.cache.tiers import TieredCache, build_tiers
 from voicecache.cli.main import ConfigOption, app, fail, load_settings, run
+from voicecache.cluster.purge_feed import build_feed
 
 
 @app.command("purge")

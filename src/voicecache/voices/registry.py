@@ -32,7 +32,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from voicecache.cache.invalidation.purge import PurgeFilter, purge
+from voicecache.cache.invalidation.filter import PurgeFilter
+from voicecache.cache.invalidation.purge import purge
 from voicecache.cache.service import BuiltinVoices
 from voicecache.cache.tiers.tiered import TieredCache
 from voicecache.errors import InvalidRequest, NotFound, UnknownVoice
@@ -400,12 +401,10 @@ class VoiceRegistry:
 
 
 async def erase_cached_audio(cache: TieredCache, voice_id: str) -> dict[str, dict[str, int]]:
-    """Delete every cached entry made with `voice_id` from every tier, through
-    `invalidation.purge`: it uses a tier's voice index where there is one, fences fills
-    racing the erasure so none can store the voice's audio again, and announces the purge so
-    every other process drops its copies too. Returns entries, bytes and errors per tier."""
+    """Delete every cached entry made with `voice_id` from every tier: a purge with a voice
+    filter (`cache/invalidation/purge.py`), which uses a tier's voice index where there is one,
+    fences fills racing the erasure so none can store the voice's audio again, and announces
+    itself so every other process drops its copies too. Returns entries, bytes and errors per
+    tier."""
     report = await purge(cache, PurgeFilter.create(now=cache.clock(), voice=voice_id))
-    return {
-        name: {"entries": r.entries, "bytes": r.bytes, "errors": int(r.error is not None)}
-        for name, r in report.tiers.items()
-    }
+    return report.counts()

@@ -12,11 +12,13 @@ from typer.testing import CliRunner
 
 from tests.cache.invalidation.test_purge import CORPUS, NOW, entry, remaining
 from tests.conftest import LiveApp
-from voicecache.cache.invalidation.feed import FileFeed, PurgeFollower, attach, build_feed
-from voicecache.cache.invalidation.purge import PurgeFilter, purge
+from voicecache.cache.invalidation.feed import FileFeed, PurgeFollower, attach
+from voicecache.cache.invalidation.filter import PurgeFilter
+from voicecache.cache.invalidation.purge import purge
 from voicecache.cache.tiers import DiskTier, MemoryTier, TieredCache
 from voicecache.cache.tiers.redis import RedisTier
 from voicecache.cli.main import app
+from voicecache.cluster.purge_feed import build_feed
 from voicecache.settings import Settings
 
 LINE = {"text": "Purge me everywhere.", "voice": "en"}

@@ -11,7 +11,8 @@ import redis
 
 from tests.cache.invalidation.test_purge import CORPUS, NOW, entry, remaining
 from tests.servers import MotoS3Server
-from voicecache.cache.invalidation.purge import PurgeFilter, purge
+from voicecache.cache.invalidation.filter import PurgeFilter
+from voicecache.cache.invalidation.purge import purge
 from voicecache.cache.invalidation.sweeper import Sweeper, SweepLease
 from voicecache.cache.tiers import DiskTier, MemoryTier, TieredCache
 from voicecache.cache.tiers.redis import RedisTier

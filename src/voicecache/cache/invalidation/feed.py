@@ -5,7 +5,7 @@ which removes the entries from every tier it has. Shared tiers (Redis, S3, a dis
 on the same host) are then clean for everybody, but the other processes' memory tiers (and,
 on other hosts, their disk tiers) still hold copies. So the purging process publishes a
 `PurgeNotice` (the filter and the identities of the tiers it already purged; `attach` makes
-every `invalidation.purge` of a cache do so, voice erasure included), and a
+every `invalidation.purge.purge` of a cache do so, voice erasure included), and a
 `PurgeFollower` in every server process polls for notices and applies each one, fenced like
 any purge, to those of its own tiers that nobody purged yet.
 
@@ -14,7 +14,7 @@ Two feeds carry notices, both polled every `purge_poll_interval` seconds:
 - a file in the data directory (`purges.jsonl`, one JSON line per purge, appended with
   `O_APPEND`): every worker on the host and the CLI share it; a poll is one `stat`;
 - a Redis stream (`<prefix>:purges`, capped at 1,000 notices) when a Redis tier is
-  configured: every replica sharing that Redis, on any host.
+  configured: every replica sharing that Redis, on any host (`cluster/purge_feed.py`).
 
 So a purge reaches every process within about one poll interval.
 """
@@ -33,13 +33,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from voicecache.cache.invalidation.purge import PurgeFilter, PurgeReport, purge, tier_identity
+from voicecache.cache.invalidation.filter import PurgeFilter
+from voicecache.cache.invalidation.purge import PurgeReport, purge, tier_identity
 from voicecache.cache.tiers.tiered import PurgeScope, TieredCache
 from voicecache.model import Tier
 
 log = logging.getLogger(__name__)
-
-_STREAM_LENGTH = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,53 +114,12 @@ class FileFeed(PurgeFeed):
         chunk = await asyncio.to_thread(self._read_from, self._offset)
         complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits
         self._offset += len(complete)
-        return _parse(complete.splitlines())
+        return parse_notices(complete.splitlines())
 
     def _read_from(self, offset: int) -> bytes:
         with self.path.open("rb") as handle:
             handle.seek(offset)
             return handle.read()
-
-
-class RedisFeed(PurgeFeed):
-    """Notices in a capped Redis stream shared by every replica using that Redis."""
-
-    def __init__(self, tier: Any) -> None:
-        self.tier = tier  # a RedisTier: its client, prefix and circuit breaker
-        self.key = f"{tier.prefix}:purges"
-        self._last: str | None = None
-
-    async def publish(self, notice: PurgeNotice) -> None:
-        async def add() -> Any:
-            return await self.tier.client.xadd(
-                self.key, {"notice": notice.to_json()}, maxlen=_STREAM_LENGTH, approximate=True
-            )
-
-        await self.tier.guard("purge-feed", add)
-
-    async def poll(self) -> list[PurgeNotice]:
-        client = self.tier.client
-        if self._last is None:
-
-            async def newest() -> Any:
-                return await client.xrevrange(self.key, count=1)
-
-            latest = await self.tier.guard("purge-feed", newest)
-            self._last = _decode(latest[0][0]) if latest else "0-0"
-            return []
-
-        async def read() -> Any:
-            return await client.xread({self.key: self._last}, count=100)
-
-        found = await self.tier.guard("purge-feed", read)
-        lines: list[bytes | str] = []
-        for _, messages in found or ():
-            for message_id, fields in messages:
-                self._last = _decode(message_id)
-                value = fields.get(b"notice", fields.get("notice"))
-                if value is not None:
-                    lines.append(value)
-        return _parse(lines)
 
 
 class MultiFeed(PurgeFeed):
@@ -189,15 +147,6 @@ class MultiFeed(PurgeFeed):
             except Exception as exc:
                 log.debug("purge feed %s unavailable: %s", type(feed).__name__, exc)
         return [notice for notice in notices if notice.origin != self.origin]
-
-
-def build_feed(data_dir: Path, tiers: Sequence[Tier]) -> MultiFeed:
-    """The feeds for a process: the host's file, plus Redis when a Redis tier is configured."""
-    feeds: list[PurgeFeed] = [FileFeed(Path(data_dir) / "purges.jsonl")]
-    redis_tier = next((tier for tier in tiers if tier.name == "redis"), None)
-    if redis_tier is not None and hasattr(redis_tier, "client"):
-        feeds.append(RedisFeed(redis_tier))
-    return MultiFeed(feeds)
 
 
 def attach(cache: TieredCache, feed: MultiFeed) -> MultiFeed:
@@ -259,11 +208,7 @@ class PurgeFollower:
         await self.feed.aclose()
 
 
-def _decode(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _parse(lines: Sequence[bytes | str]) -> list[PurgeNotice]:
+def parse_notices(lines: Sequence[bytes | str]) -> list[PurgeNotice]:
     notices = []
     for line in lines:
         if not line.strip():

@@ -2,15 +2,17 @@
 
 The app's lifespan starts one `Maintenance` next to the gateway and stops it before closing
 the gateway. Purges asked of this process go through `Maintenance.purge`, which also tells
-every other process (see `purgefeed.py`).
+every other process (see `feed.py`).
 """
 
 from __future__ import annotations
 
-from voicecache.cache.invalidation.feed import PurgeFollower, attach, build_feed
-from voicecache.cache.invalidation.purge import PurgeFilter, PurgeReport, purge
+from voicecache.cache.invalidation.feed import PurgeFollower, attach
+from voicecache.cache.invalidation.filter import PurgeFilter
+from voicecache.cache.invalidation.purge import PurgeReport, purge
 from voicecache.cache.invalidation.sweeper import Sweeper
 from voicecache.cache.service import Gateway
+from voicecache.cluster.purge_feed import build_feed
 from voicecache.settings import Settings
 
 

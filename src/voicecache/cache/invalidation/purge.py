@@ -1,10 +1,11 @@
 """Explicit invalidation: remove cached audio by key, voice, tag, engine, model version, age,
 expiry, or all of it, from every tier, and report what went from each.
 
-`purge(cache, PurgeFilter(...))` is shared by `DELETE /admin/cache`, `voicecache purge` and the
-background sweeper. It announces itself to the `TieredCache` (`begin_purge`/`end_purge`), which
-fences concurrent traffic: from the first moment of a purge its entries are not served, and no
-promotion, touch or engine fill that raced it can store them again (see `tiers/tiered.py`).
+`purge(cache, PurgeFilter(...))` is shared by `DELETE /admin/cache`, `voicecache purge` and
+voice erasure; the background sweeper uses `purge_tier` with its own scope. A purge announces
+itself to the `TieredCache` (`begin_purge`/`end_purge`), which fences concurrent traffic: from
+the first moment of a purge its entries are not served, and no promotion, touch or engine fill
+that raced it can store them again (see `tiers/tiered.py`).
 
 How a tier is searched, cheapest first:
 
@@ -26,144 +27,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import socket
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from voicecache.cache.invalidation.filter import PurgeFilter
 from voicecache.cache.tiers.disk import DiskTier
 from voicecache.cache.tiers.memory import MemoryTier
 from voicecache.cache.tiers.tiered import PurgeScope, TieredCache
 from voicecache.codecs import FORMATS
-from voicecache.errors import InvalidRequest
-from voicecache.model import TAG_PATTERN, VOICE_PATTERN, EntryMeta, Tier
-from voicecache.settings import parse_duration
+from voicecache.model import Tier
 
 log = logging.getLogger(__name__)
 
-_KEY = re.compile(r"^[0-9a-f]{64}$")
 _BATCH = 64  # deletes in flight per tier, and entries scanned between yields to the loop
-
-
-class InvalidFilter(InvalidRequest):
-    """A purge filter that is missing, malformed or contradictory."""
-
-    status_code = 400
-
-
-@dataclass(frozen=True, slots=True)
-class PurgeFilter:
-    """Which entries a purge removes: every given condition must hold (AND).
-
-    `older_than` (seconds) and `expired` are judged at `now`, the moment the purge was asked
-    for. `expired` means past its TTL (`expires_at`), whether or not still within grace;
-    pinned entries never expire. `all` matches everything and cannot be combined."""
-
-    key: str | None = None
-    voice: str | None = None
-    tag: str | None = None
-    engine: str | None = None
-    model_version: str | None = None
-    older_than: float | None = None
-    expired: bool = False
-    all: bool = False
-    now: float = 0.0
-
-    @classmethod
-    def create(
-        cls,
-        *,
-        now: float,
-        key: str | None = None,
-        voice: str | None = None,
-        tag: str | None = None,
-        engine: str | None = None,
-        model_version: str | None = None,
-        older_than: str | float | None = None,
-        expired: bool = False,
-        all_entries: bool = False,
-    ) -> PurgeFilter:
-        """Validate user input; raises `InvalidFilter` with a readable detail."""
-        key = _clean(key)
-        if key is not None:
-            digest, _, fmt = key.partition(".")
-            if not _KEY.match(digest) or (fmt and fmt not in FORMATS):
-                raise InvalidFilter(
-                    "key must be a 64-character hex cache key, optionally with a format "
-                    "suffix such as .wav"
-                )
-        voice, tag = _clean(voice), _clean(tag)
-        if voice is not None and not VOICE_PATTERN.match(voice):
-            raise InvalidFilter("voice must be 1-64 letters, digits, '_', '.', '+' or '-'")
-        if tag is not None and not TAG_PATTERN.match(tag):
-            raise InvalidFilter("tag must be 1-64 letters, digits, '_', '.', ':' or '-'")
-        age: float | None = None
-        if older_than is not None and str(older_than).strip():
-            try:
-                age = parse_duration(older_than)
-            except ValueError as exc:
-                raise InvalidFilter(f"older_than: {exc}") from exc
-        flt = cls(
-            key=key,
-            voice=voice,
-            tag=tag,
-            engine=_clean(engine),
-            model_version=_clean(model_version),
-            older_than=age,
-            expired=bool(expired),
-            all=bool(all_entries),
-            now=now,
-        )
-        if all_entries and flt.conditions():
-            raise InvalidFilter("all=true cannot be combined with other filters")
-        if not all_entries and not flt.conditions():
-            raise InvalidFilter(
-                "give at least one filter (key, voice, tag, engine, model_version, older_than, "
-                "expired) or ask for all (all=true, --all); a purge without a filter is refused"
-            )
-        return flt
-
-    def conditions(self) -> dict[str, Any]:
-        """The given conditions, by name (for reports)."""
-        given: dict[str, Any] = {
-            "key": self.key,
-            "voice": self.voice,
-            "tag": self.tag,
-            "engine": self.engine,
-            "model_version": self.model_version,
-            "older_than": self.older_than,
-        }
-        found = {name: value for name, value in given.items() if value is not None}
-        if self.expired:
-            found["expired"] = True
-        return found
-
-    def matches(self, entry_id: str, meta: EntryMeta) -> bool:
-        """Whether the entry stored under `entry_id` with header `meta` is covered."""
-        if self.all:
-            return True
-        if self.key is not None and entry_id != self.key and entry_id.split(".")[0] != self.key:
-            return False
-        if self.voice is not None and meta.voice != self.voice:
-            return False
-        if self.tag is not None and self.tag not in meta.tags:
-            return False
-        if self.engine is not None and meta.engine != self.engine:
-            return False
-        if self.model_version is not None and meta.model_version != self.model_version:
-            return False
-        if self.older_than is not None and meta.created > self.now - self.older_than:
-            return False
-        return not self.expired or (meta.expires_at is not None and meta.expires_at <= self.now)
-
-    def index_lookups(self) -> dict[str, str] | None:
-        """The conditions a tier's secondary index answers, when those are all there are."""
-        pairs = (("voice", self.voice), ("tag", self.tag))
-        indexed = {name: value for name, value in pairs if value is not None}
-        if not indexed or set(self.conditions()) - set(indexed):
-            return None
-        return indexed
 
 
 def tier_identity(tier: Tier) -> str:
@@ -178,13 +56,6 @@ def tier_identity(tier: Tier) -> str:
     if url is not None:
         return f"{tier.name}:{url}:{prefix}"
     return f"{tier.name}:{os.getpid()}:{id(tier)}"
-
-
-def _clean(value: str | None) -> str | None:
-    if value is None:
-        return None
-    value = value.strip()
-    return value or None
 
 
 @dataclass(slots=True)
@@ -214,6 +85,13 @@ class PurgeReport:
     @property
     def errors(self) -> dict[str, str]:
         return {name: tier.error for name, tier in self.tiers.items() if tier.error is not None}
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Entries, bytes and errors (0 or 1) per tier."""
+        return {
+            name: {"entries": r.entries, "bytes": r.bytes, "errors": int(r.error is not None)}
+            for name, r in self.tiers.items()
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {

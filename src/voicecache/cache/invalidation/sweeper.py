@@ -27,31 +27,17 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from voicecache.cache.invalidation.filter import Unreachable
 from voicecache.cache.invalidation.purge import PurgeReport, purge_tier, tier_identity
 from voicecache.cache.service import Gateway
 from voicecache.cache.tiers.memory import MemoryTier
 from voicecache.cache.tiers.tiered import TieredCache
-from voicecache.model import EntryMeta, Tier
+from voicecache.model import Tier
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Unreachable:
-    """The sweeper's scope: old model versions and entries past their grace period."""
-
-    model_versions: Mapping[str, str]
-    now: float
-
-    def matches(self, entry_id: str, meta: EntryMeta) -> bool:
-        current = self.model_versions.get(meta.engine)
-        if current is not None and meta.model_version != current:
-            return True
-        return meta.stale_until is not None and meta.stale_until <= self.now
 
 
 class SweepLease:

@@ -4,7 +4,7 @@ Layout, with `prefix` = `settings.redis_prefix`:
 
 - `<prefix>:e:{<digest>}.<format>` → `Entry.to_bytes()` (header + audio, checksum verified on
   read). The `{<digest>}` hash tag puts every format of one line, and its fill lock
-  (`distlock.py`), in one Cluster slot.
+  (`cluster/fill_lock.py`), in one Cluster slot.
 - `<prefix>:ix:voice:<voice>`, `<prefix>:ix:tag:<tag>` → sorted sets of entry ids scored by
   `stale_until` (+inf when pinned), so purging a voice or a tag reads one set instead of
   SCANning Redis. Members are cleaned lazily: every write drops members whose score has
@@ -163,8 +163,8 @@ class RedisTier(Tier):
             blob = await self.guard("get", lambda: self.client.get(self.key(entry_id)))
         except CircuitOpen:
             return None
-        if blob is None:
-            return None
+        if not isinstance(blob, bytes):
+            return None  # absent (the client never decodes responses, so never a str)
         try:
             return Entry.from_bytes(blob)
         except StorageError:

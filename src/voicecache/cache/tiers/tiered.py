@@ -5,7 +5,7 @@ the one place that keeps a failing tier from failing a request: every tier error
 and treated as a miss (reads) or skipped (writes), so a dead Redis or a full disk degrades the
 cache but never the answer.
 
-It is also where purges meet concurrent traffic. A purge (`invalidation.py`) announces itself
+It is also where purges meet concurrent traffic. A purge (`cache/invalidation/`) announces itself
 with `begin_purge(scope)` and `end_purge(...)`, each of which bumps `generation`. Every read
 and write remembers the generation it started at; an entry that matches a purge which was
 running at any moment since then is treated as absent when read and is not written (or is
@@ -39,7 +39,7 @@ class Lookup:
 
 
 class PurgeScope(Protocol):
-    """What a purge removes (see `invalidation.PurgeFilter`)."""
+    """What a purge removes (see `cache/invalidation/filter.py`)."""
 
     def matches(self, entry_id: str, meta: EntryMeta) -> bool: ...
 
@@ -77,7 +77,7 @@ class TieredCache:
         # Operations that started before this generation are checked against forgotten
         # purges too: they are treated as purged (refetched), never as safe.
         self._horizon = 0
-        # Set by the purge feed (`purgefeed.attach`): purges here reach other processes.
+        # Set by the purge feed (`invalidation.feed.attach`): purges here reach other processes.
         self.announcer: PurgeAnnouncer | None = None
 
     # -- purge fencing -------------------------------------------------------------------------

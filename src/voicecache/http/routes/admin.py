@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from voicecache.cache.invalidation.purge import PurgeFilter
+from voicecache.cache.invalidation.filter import PurgeFilter
 from voicecache.http.routes.deps import GatewayDep
 
 router = APIRouter(prefix="/admin", tags=["admin"])
