@@ -242,9 +242,9 @@ def available_tiers() -> list[str]:
 
 
 def available_engines() -> list[str]:
-    from voicecache.engines import ENGINE_BUILDERS
+    from voicecache.engines import REGISTRY
 
-    return sorted(ENGINE_BUILDERS)
+    return REGISTRY.kinds()
 
 
 # -- statistics --------------------------------------------------------------------------------

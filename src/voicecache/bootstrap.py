@@ -13,7 +13,8 @@ from contextlib import asynccontextmanager
 from voicecache.cache.policy import Policy
 from voicecache.cache.service import Gateway
 from voicecache.cache.tiers import TieredCache, build_tiers
-from voicecache.engines import build_engines
+from voicecache.engines import EngineSpec, build_engines
+from voicecache.errors import ConfigError
 from voicecache.observability.metrics import Metrics
 from voicecache.security.ratelimit import build_rate_limits
 from voicecache.settings import Settings
@@ -23,7 +24,7 @@ from voicecache.voices.registry import VoiceRegistry, VoiceStore
 
 def build_gateway(settings: Settings, clock: Callable[[], float] = time.time) -> Gateway:
     """A ready gateway for `settings` (tiers open lazily on first use)."""
-    engines = build_engines(settings)
+    engines = build_engines(engine_specs(settings), default=settings.engine)
     cache = TieredCache(build_tiers(settings), clock=clock)
     policy = Policy(
         default_ttl=settings.default_ttl,
@@ -75,3 +76,57 @@ async def open_gateway(
         yield gateway
     finally:
         await gateway.aclose()
+
+
+# -- engines: settings → EngineSpec -------------------------------------------------------------
+# The engines package never reads settings; this is where `[engines.NAME]` tables and the flat
+# `VOICECACHE_<ENGINE>_*` settings become the specs their factories get.
+
+# What to set when the default engine is one of the built-in remote kinds and not configured.
+_URL_SETTINGS = {
+    "emotivoice": "VOICECACHE_EMOTIVOICE_URL",
+    "openai": "VOICECACHE_OPENAI_BASE_URL",
+}
+
+
+def engine_specs(settings: Settings) -> dict[str, EngineSpec]:
+    """Every configured engine's spec by name; `settings.engine` must be among them."""
+    configs = settings.engine_configs()
+    if settings.engine not in configs:
+        hint = _URL_SETTINGS.get(settings.engine)
+        raise ConfigError(
+            f"VOICECACHE_ENGINE={settings.engine!r} is not configured"
+            + (f" (set {hint})" if hint else "")
+            + f"; configured engines: {', '.join(sorted(configs))}"
+        )
+    specs: dict[str, EngineSpec] = {}
+    for name, config in configs.items():
+        options = dict(config.options)
+        model, model_version = config.model, config.model_version
+        # Global settings that today apply to every engine of a built-in kind.
+        if config.kind == "emotivoice":
+            options["emotion_prompts"] = {
+                **settings.emotion_prompts,
+                **(options.get("emotion_prompts") or {}),
+            }
+            model_version = model_version or settings.emotivoice_model_version
+        elif config.kind == "openai":
+            model = model or settings.openai_model
+        specs[name] = EngineSpec(
+            name=name,
+            kind=config.kind,
+            url=config.url,
+            api_key=config.api_key,
+            model=model,
+            model_version=model_version,
+            timeout=config.timeout,
+            connect_timeout=config.connect_timeout,
+            max_concurrency=config.max_concurrency,
+            options=options,
+            max_queue=config.max_queue,
+            retries=config.retries,
+            retry_base_delay=config.retry_base_delay,
+            breaker_failures=config.breaker_failures,
+            breaker_cooldown=config.breaker_cooldown,
+        )
+    return specs

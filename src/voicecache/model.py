@@ -31,7 +31,7 @@ import struct
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from voicecache import codecs
 from voicecache.codecs import FORMATS, Audio, AudioFormat
@@ -176,10 +176,14 @@ class Engine(ABC):
     It knows its name, the model version that goes into cache keys, and the voices and
     emotions it accepts; nothing about caching, HTTP clients, retries or metrics (resilience
     wraps engines in one place, `engines/resilience.py`). Subclasses set `name` and
-    `model_version` in `__init__`."""
+    `model_version` in `__init__`. Built-in and third-party engines are built alike through
+    the entry-point group `voicecache.engines` (`engines/registry.py`)."""
 
     name: str
     model_version: str
+    # True for engines that run inside this process: no network to fail, so `build_engines`
+    # wraps only the others in `ResilientEngine` (timeouts, retries, breaker, queue).
+    in_process: ClassVar[bool] = False
 
     def __init__(self) -> None:
         # Incremented once per real synthesis; tests and benchmarks assert on it.

@@ -93,7 +93,7 @@ class TtlRule(BaseModel):
 class EngineConfig(BaseModel):
     """One named upstream engine (`[engines.NAME]` in TOML)."""
 
-    kind: Literal["espeak", "emotivoice", "openai"]
+    kind: str  # an entry point of `voicecache.engines`: espeak, emotivoice, openai or a plugin's
     url: str | None = None
     api_key: str | None = None
     model: str | None = None

@@ -13,6 +13,7 @@ import soundfile as sf
 from tests.conftest import LiveApp
 from tests.fakes.openai_tts import DOCUMENTED_FIELDS
 from tests.fixtures_servers import FAKE_OPENAI_KEY, FakeEngineServer
+from voicecache.bootstrap import build_gateway, engine_specs
 from voicecache.engines import build_engines
 from voicecache.engines.emotivoice import EmotiVoiceEngine
 from voicecache.engines.openai import OpenAIEngine
@@ -283,7 +284,7 @@ url = "http://127.0.0.1:8000"
 options = {{ derive_speed = true, emotion_prompts = {{ happy = "开心" }} }}
 """
     )
-    engines = build_engines(Settings.load(config))
+    engines = build_engines(engine_specs(Settings.load(config)), default="kokoro")
     assert all(isinstance(engines[n], ResilientEngine) for n in ("kokoro", "ev"))
     kokoro, ev = engines["kokoro"].inner, engines["ev"].inner  # type: ignore[attr-defined]
     assert isinstance(kokoro, OpenAIEngine) and isinstance(ev, EmotiVoiceEngine)
@@ -356,5 +357,5 @@ def test_engine_without_its_url_is_a_readable_config_error(tmp_path: Path) -> No
     from voicecache.errors import ConfigError
 
     with pytest.raises(ConfigError) as caught:
-        build_engines(Settings(data_dir=tmp_path, engine="emotivoice"))
+        build_gateway(Settings(data_dir=tmp_path, engine="emotivoice"))
     assert "set VOICECACHE_EMOTIVOICE_URL" in caught.value.detail

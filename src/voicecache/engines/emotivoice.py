@@ -28,7 +28,14 @@ from typing import Any
 import httpx
 
 from voicecache.codecs import Audio, time_stretch
-from voicecache.engines.remote import RemoteEngine
+from voicecache.engines.remote import (
+    RemoteEngine,
+    required_url,
+    string_table,
+    upstream_format,
+    voice_list,
+)
+from voicecache.engines.spec import EngineSpec
 from voicecache.errors import EngineError, UnknownVoice
 from voicecache.model import SynthesisJob, VoiceInfo
 
@@ -173,3 +180,25 @@ class EmotiVoiceEngine(RemoteEngine):
             and voice not in self._good_voices
             and self._clock() - self._last_success < UNKNOWN_SPEAKER_WINDOW
         )
+
+
+def build(spec: EngineSpec) -> EmotiVoiceEngine:
+    """Factory of kind `emotivoice` (entry point group `voicecache.engines`).
+
+    Options: `language`, `emotion_prompts` (emotion → prompt text, over the defaults),
+    `voices` (speaker ids to accept), `derive_speed`, `upstream_format` (wav, flac, mp3)."""
+    options = spec.options
+    return EmotiVoiceEngine(
+        name=spec.name,
+        url=required_url(spec),
+        model_version=spec.model_version or "emotivoice-1",
+        model=spec.model or DEFAULT_MODEL,
+        language=str(options.get("language", DEFAULT_LANGUAGE)),
+        emotion_prompts=string_table(spec, "emotion_prompts"),
+        voices=voice_list(spec),
+        derive_speed=bool(options.get("derive_speed", False)),
+        upstream_format=upstream_format(spec, UPSTREAM_FORMATS),
+        timeout=spec.timeout,
+        connect_timeout=spec.connect_timeout,
+        max_connections=spec.max_concurrency,
+    )

@@ -21,6 +21,7 @@ import espeakng_loader
 import numpy as np
 
 from voicecache.codecs import Audio, time_stretch
+from voicecache.engines.spec import EngineSpec
 from voicecache.errors import EngineError
 from voicecache.model import Engine, SynthesisJob, VoiceInfo
 
@@ -112,7 +113,7 @@ class _Library:
             ctypes.c_void_p,
         ]
 
-    def _collect(self, samples: ctypes._Pointer, count: int, _events: int) -> int:
+    def _collect(self, samples: ctypes._Pointer[ctypes.c_short], count: int, _events: int) -> int:
         if count > 0 and samples:
             # Copy through bytes: np.ctypeslib.as_array would create (and cache forever) a new
             # ctypes array type for every distinct chunk length, a slow leak.
@@ -163,6 +164,8 @@ class _SharedLibrary:
 class EspeakEngine(Engine):
     """eSpeak NG, offline. Voices are `LANG` or `LANG+VARIANT` (`cmn+f3`, `en-us+m2`)."""
 
+    in_process = True  # eSpeak already serializes its calls on one thread
+
     def __init__(self, name: str = "espeak", model_version: str = "espeak-ng-1.52") -> None:
         super().__init__()
         self.name = name
@@ -210,6 +213,11 @@ class EspeakEngine(Engine):
         if len(audio.samples) == 0:
             raise EngineError("eSpeak NG produced no audio")
         return audio
+
+
+def build(spec: EngineSpec) -> EspeakEngine:
+    """Factory of kind `espeak` (entry point group `voicecache.engines`)."""
+    return EspeakEngine(name=spec.name, model_version=spec.model_version or "espeak-ng-1.52")
 
 
 def espeak_voice_name(voice: str) -> str:

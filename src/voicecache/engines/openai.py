@@ -20,7 +20,14 @@ from typing import Any, Literal
 import httpx
 
 from voicecache.codecs import Audio
-from voicecache.engines.remote import RemoteEngine
+from voicecache.engines.remote import (
+    RemoteEngine,
+    required_url,
+    string_table,
+    upstream_format,
+    voice_list,
+)
+from voicecache.engines.spec import EngineSpec
 from voicecache.errors import EngineError
 from voicecache.model import SynthesisJob, VoiceInfo
 
@@ -123,3 +130,25 @@ class OpenAIEngine(RemoteEngine):
 
     async def synthesize(self, job: SynthesisJob) -> Audio:
         return await self._post_audio(SPEECH_PATH, self.request_body(job))
+
+
+def build(spec: EngineSpec) -> OpenAIEngine:
+    """Factory of kind `openai` (entry point group `voicecache.engines`).
+
+    Options: `voices` (voice ids to accept), `emotion_instructions` (emotion → style
+    instruction), `upstream_format` (wav, flac). The model version defaults to the model."""
+    model = spec.model or "tts-1"
+    fmt: UpstreamFormat = "flac" if upstream_format(spec, ("wav", "flac")) == "flac" else "wav"
+    return OpenAIEngine(
+        name=spec.name,
+        base_url=required_url(spec),
+        api_key=spec.api_key,
+        model=model,
+        model_version=spec.model_version or model,
+        voices=voice_list(spec),
+        emotion_instructions=string_table(spec, "emotion_instructions"),
+        upstream_format=fmt,
+        timeout=spec.timeout,
+        connect_timeout=spec.connect_timeout,
+        max_connections=spec.max_concurrency,
+    )

@@ -10,7 +10,8 @@ everything that can go wrong on the wire into voicecache's typed engine errors.
     200 that is not decodable audio  → EngineError        (502, not retryable)
 
 Retries, the circuit breaker and back-pressure are not here: they live in one place,
-`resilience.py`, which wraps every remote engine.
+`resilience.py`, which wraps every remote engine. The helpers at the end read the parts of an
+`EngineSpec` that every HTTP engine's factory reads alike.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import httpx
 
 from voicecache import codecs
 from voicecache.codecs import Audio
-from voicecache.errors import EngineError, EngineTimeout, EngineUnavailable
+from voicecache.engines.spec import EngineSpec
+from voicecache.errors import ConfigError, EngineError, EngineTimeout, EngineUnavailable
 from voicecache.model import Engine
 
 # Bodies this short are still worth showing in an error detail; longer ones are cut.
@@ -113,3 +115,47 @@ def _retry_after(value: str | None) -> float:
 def _snippet(response: httpx.Response) -> str:
     text = response.text.strip().replace("\n", " ")
     return text[:_DETAIL_CHARS] + ("…" if len(text) > _DETAIL_CHARS else "") or "(empty)"
+
+
+# -- reading a spec ------------------------------------------------------------------------------
+
+
+def required_url(spec: EngineSpec) -> str:
+    """The engine's base URL; a remote engine without one is a configuration error."""
+    if not spec.url:
+        raise ConfigError(f"engine {spec.name!r} ({spec.kind}) needs a url")
+    return spec.url
+
+
+def voice_list(spec: EngineSpec) -> list[str] | None:
+    """`options.voices`: a list of voice ids (or one comma-separated string), or None."""
+    voices = spec.options.get("voices")
+    if voices is None:
+        return None
+    if isinstance(voices, str):
+        voices = [v.strip() for v in voices.split(",")]
+    if not isinstance(voices, list) or not all(isinstance(v, str) for v in voices):
+        raise ConfigError(f"engine {spec.name!r}: options.voices must be a list of voice ids")
+    return [v for v in voices if v] or None
+
+
+def string_table(spec: EngineSpec, option: str) -> dict[str, str] | None:
+    """An option that maps names to texts (`emotion_prompts`, `emotion_instructions`)."""
+    table = spec.options.get(option)
+    if not table:
+        return None
+    if not isinstance(table, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in table.items()
+    ):
+        raise ConfigError(f"engine {spec.name!r}: options.{option} must map names to texts")
+    return dict(table)
+
+
+def upstream_format(spec: EngineSpec, allowed: tuple[str, ...]) -> str:
+    """`options.upstream_format` (default `wav`), one of `allowed`."""
+    value = spec.options.get("upstream_format", "wav")
+    if value not in allowed:
+        raise ConfigError(
+            f"engine {spec.name!r}: options.upstream_format must be one of {', '.join(allowed)}"
+        )
+    return str(value)

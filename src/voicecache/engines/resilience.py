@@ -2,10 +2,11 @@
 
 Per call, in this order:
 
-1. Circuit breaker: after `breaker_failures` consecutive failed attempts the engine is
-   `open` and calls fail at once with 503 (`Retry-After` = the rest of the cool-down). After
-   `breaker_cooldown` seconds it is `half_open`: one probe call goes through; success closes
-   the breaker, failure opens it for another cool-down.
+1. Circuit breaker (`voicecache.circuit`, the one the tiers use too): after
+   `breaker_failures` consecutive failed attempts the engine is `open` and calls fail at
+   once with 503 (`Retry-After` = the rest of the cool-down). After `breaker_cooldown`
+   seconds it is `half_open`: one probe call goes through; success closes the breaker,
+   failure opens it for another cool-down.
 2. Back-pressure: at most `max_concurrency` calls run upstream at once (protects a GPU box);
    up to `max_queue` more wait for a slot, at most `queue_timeout` seconds; beyond that a
    call fails at once with 503 and a `Retry-After` estimated from recent call times.
@@ -32,14 +33,14 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from voicecache.circuit import CircuitBreaker, State
 from voicecache.codecs import Audio
+from voicecache.engines.spec import EngineSpec
 from voicecache.errors import EngineError, EngineTimeout, EngineUnavailable
 from voicecache.model import Engine, SynthesisJob, VoiceInfo
-from voicecache.settings import EngineConfig
 
-BreakerState = Literal["closed", "open", "half_open"]
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -58,84 +59,18 @@ class ResilienceConfig:
     queue_timeout: float | None = 60.0
 
     @classmethod
-    def from_engine_config(cls, config: EngineConfig) -> ResilienceConfig:
-        """`retries` in settings is the number of attempts in all (3: one try, two retries)."""
+    def from_spec(cls, spec: EngineSpec) -> ResilienceConfig:
+        """`retries` in a spec is the number of attempts in all (3: one try, two retries)."""
         return cls(
-            attempts=max(1, config.retries),
-            base_delay=config.retry_base_delay,
-            attempt_timeout=config.timeout,
-            breaker_failures=max(1, config.breaker_failures),
-            breaker_cooldown=config.breaker_cooldown,
-            max_concurrency=max(1, config.max_concurrency),
-            max_queue=max(0, config.max_queue),
-            queue_timeout=config.timeout,
+            attempts=max(1, spec.retries),
+            base_delay=spec.retry_base_delay,
+            attempt_timeout=spec.timeout,
+            breaker_failures=max(1, spec.breaker_failures),
+            breaker_cooldown=spec.breaker_cooldown,
+            max_concurrency=max(1, spec.max_concurrency),
+            max_queue=max(0, spec.max_queue),
+            queue_timeout=spec.timeout,
         )
-
-
-class CircuitBreaker:
-    """Consecutive-failure circuit breaker with a single half-open probe."""
-
-    def __init__(
-        self, failures: int, cooldown: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.failures = failures
-        self.cooldown = cooldown
-        self.clock = clock
-        self.consecutive_failures = 0
-        self.transitions: dict[BreakerState, int] = {"open": 0, "half_open": 0, "closed": 0}
-        self._state: BreakerState = "closed"
-        self._opened_at = 0.0
-        self._probing = False
-
-    @property
-    def state(self) -> BreakerState:
-        """`open` turns into `half_open` once the cool-down has passed."""
-        if self._state == "open" and self.clock() >= self._opened_at + self.cooldown:
-            return "half_open"
-        return self._state
-
-    def retry_after(self) -> float:
-        """Seconds until a call may be let through again."""
-        return max(1.0, self._opened_at + self.cooldown - self.clock())
-
-    def admit(self, engine: str) -> bool:
-        """Let a call through, or raise `EngineUnavailable`. True if the call is the probe."""
-        state = self.state
-        if state == "closed":
-            return False
-        if state == "half_open" and not self._probing:
-            self._move("half_open")
-            self._probing = True
-            return True
-        raise EngineUnavailable(
-            f"engine {engine} is failing; circuit open, retrying in {self.retry_after():.0f} s",
-            self.retry_after(),
-        )
-
-    def succeeded(self, probe: bool) -> None:
-        self.consecutive_failures = 0
-        if probe:
-            self._probing = False
-        if self._state != "closed":
-            self._move("closed")
-
-    def failed(self, probe: bool) -> None:
-        self.consecutive_failures += 1
-        if probe:
-            self._probing = False
-        if probe or (self._state == "closed" and self.consecutive_failures >= self.failures):
-            self._opened_at = self.clock()
-            self._move("open")
-
-    def abandoned(self, probe: bool) -> None:
-        """A call ended without a verdict (cancelled, or a bug): free the probe slot."""
-        if probe:
-            self._probing = False
-
-    def _move(self, state: BreakerState) -> None:
-        if state != self._state:
-            self._state = state
-            self.transitions[state] += 1
 
 
 class ResilientEngine(Engine):
@@ -180,11 +115,11 @@ class ResilientEngine(Engine):
         return self.inner.calls
 
     @property
-    def state(self) -> BreakerState:
+    def state(self) -> State:
         return self.breaker.state
 
     @property
-    def breaker_transitions(self) -> dict[BreakerState, int]:
+    def breaker_transitions(self) -> dict[State, int]:
         return self.breaker.transitions
 
     def voices(self) -> Sequence[VoiceInfo]:
@@ -253,11 +188,16 @@ class ResilientEngine(Engine):
             await self._sleep(self._backoff(attempt))
 
     async def _attempt(self, job: SynthesisJob) -> Audio:
-        try:
-            probe = self.breaker.admit(self.name)
-        except EngineUnavailable:
+        if not self.breaker.allow():
             self.rejected_open += 1
-            raise
+            retry_after = max(1.0, self.breaker.remaining_cooldown())
+            raise EngineUnavailable(
+                f"engine {self.name} is failing; circuit open, retrying in {retry_after:.0f} s",
+                retry_after,
+            )
+        # Right after allow(): whether this call is the one probe. An attempt can outlive
+        # the cool-down, so only the probe may free the probe slot when it is cancelled.
+        probe = self.breaker.probing
         self.attempts += 1
         started = self._clock()
         try:
@@ -266,7 +206,7 @@ class ResilientEngine(Engine):
         except TimeoutError:
             self.timeouts += 1
             self.failures += 1
-            self.breaker.failed(probe)
+            self.breaker.failure()
             raise EngineTimeout(
                 f"engine {self.name} did not answer within {self.config.attempt_timeout:g} s"
             ) from None
@@ -274,22 +214,23 @@ class ResilientEngine(Engine):
             if isinstance(exc, EngineTimeout):
                 self.timeouts += 1
             if _proves_engine_up(exc):
-                self.breaker.succeeded(probe)
+                self.breaker.success()
             else:
                 self.failures += 1
-                self.breaker.failed(probe)
+                self.breaker.failure()
             raise
         except BaseException:
-            self.breaker.abandoned(probe)  # cancelled, or a bug: no verdict on the engine
+            if probe:  # cancelled, or a bug: no verdict on the engine
+                self.breaker.release_probe()
             raise
-        self.breaker.succeeded(probe)
+        self.breaker.success()
         elapsed = self._clock() - started
         self._typical_call = 0.8 * self._typical_call + 0.2 * elapsed
         return audio
 
     def _backoff(self, attempt: int) -> float:
         """base · 2^(attempt-1), capped, times a jitter factor in [0.5, 1.5)."""
-        delay = min(self.config.max_delay, self.config.base_delay * 2 ** (attempt - 1))
+        delay = min(self.config.max_delay, self.config.base_delay * 2.0 ** (attempt - 1))
         return delay * (0.5 + self._jitter())
 
     def _queue_retry_after(self) -> float:

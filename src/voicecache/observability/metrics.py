@@ -52,10 +52,11 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from voicecache.cache.service import Gateway
+from voicecache.circuit import STATES
 from voicecache.model import SpeechResult, TierStats
 from voicecache.observability.insights import RESULTS, Insights
 
-CIRCUIT_STATES = ("closed", "open", "half_open")
+CIRCUIT_STATES = STATES
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
@@ -87,8 +88,8 @@ _ENGINE_GAUGES = {
 
 
 def _circuit_state(value: object) -> str | None:
-    # Engines say half_open, tier breakers say half-open: expose one spelling.
-    return value.replace("-", "_") if isinstance(value, str) else None
+    # Tiers and engines share one breaker (`voicecache.circuit`), so one spelling of states.
+    return value if isinstance(value, str) else None
 
 
 class _StateCollector(Collector):
@@ -136,10 +137,10 @@ class _StateCollector(Collector):
             labels=["tier", "state"],
         )
         for stats in snap.tiers:
-            state = _circuit_state(stats.extra.get("circuit"))
-            if state is not None:
+            tier_state = _circuit_state(stats.extra.get("circuit"))
+            if tier_state is not None:
                 for candidate in CIRCUIT_STATES:
-                    tier_circuit.add_metric([stats.name, candidate], float(candidate == state))
+                    tier_circuit.add_metric([stats.name, candidate], float(candidate == tier_state))
         families: list[Metric] = [size, entries, capacity, evictions, errors, circuit]
         families.append(tier_circuit)
         families.extend(self._engine_families(snap))
@@ -178,7 +179,7 @@ class _StateCollector(Collector):
             changes = counters.get("breaker_transitions")
             if isinstance(changes, dict):
                 for state, count in changes.items():
-                    transitions.add_metric([engine, str(_circuit_state(state))], count)
+                    transitions.add_metric([engine, str(state)], count)
         families.extend((rejected, transitions))
         return families
 

@@ -11,6 +11,7 @@ cooldown rather than failing requests or letting traffic through unlimited.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -82,11 +83,16 @@ class RedisCounters:
     async def take(self, key: str, cost: int, limit: int, window: float) -> float | None:
         if not self.breaker.allow():
             return self.fallback.take(key, cost, limit, window)
+        probe = self.breaker.probing  # right after allow(): whether this call is the probe
         try:
             # The hash tag keeps the counter on one slot in a cluster.
             waited = await self._script(
                 keys=[f"{self.prefix}:rl:{{{key}}}"], args=[cost, limit, math.ceil(window * 1000)]
             )
+        except asyncio.CancelledError:  # no verdict: a cancelled probe must not block the next
+            if probe:
+                self.breaker.release_probe()
+            raise
         except Exception as exc:  # Redis down: limit per process rather than fail requests
             self.breaker.failure()
             log.warning("rate limits fall back to in-process counters: %s", exc)

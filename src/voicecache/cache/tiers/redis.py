@@ -144,10 +144,12 @@ class RedisTier(Tier):
         if not self.breaker.allow():
             self.skipped += 1
             raise CircuitOpen(f"redis skipped for {what}: circuit open after repeated failures")
+        probe = self.breaker.probing  # right after allow(): whether this call is the probe
         try:
             result = await work()
-        except asyncio.CancelledError:
-            self.breaker.release_probe()
+        except asyncio.CancelledError:  # no verdict: a cancelled probe must not block the next
+            if probe:
+                self.breaker.release_probe()
             raise
         except _BACKEND_ERRORS as exc:
             self.breaker.failure()

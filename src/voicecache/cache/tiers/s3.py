@@ -104,10 +104,12 @@ class S3Tier(Tier):
         if not self.breaker.allow():
             self.skipped += 1
             raise StorageError(f"s3 skipped for {what}: circuit open after repeated failures")
+        probe = self.breaker.probing  # right after allow(): whether this call is the probe
         try:
             result = await work()
-        except asyncio.CancelledError:
-            self.breaker.release_probe()
+        except asyncio.CancelledError:  # no verdict: a cancelled probe must not block the next
+            if probe:
+                self.breaker.release_probe()
             raise
         except ClientError as exc:
             if _code(exc) in _MISSING:
