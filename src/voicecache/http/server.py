@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 from starlette.types import ASGIApp
 
@@ -22,10 +23,23 @@ def app_from_environment() -> ASGIApp:
 
 
 def is_loopback(host: str) -> bool:
-    if host in {"localhost", ""}:
-        return True
+    """Whether a server bound to `host` listens on loopback only: a loopback address, or a
+    name whose every address is loopback. Empty (every interface), `0`, `::`, `0.0.0.0` and
+    names that do not resolve are public."""
+    host = host.strip()
+    if not host:
+        return False
     try:
         return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    addresses = {str(info[4][0]).partition("%")[0] for info in found}
+    try:
+        return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
     except ValueError:
         return False
 

@@ -6,9 +6,13 @@ enough. Each key has an id (printed in logs and used to revoke it), a tenant and
 `speak` (synthesis and stored audio), `voices` (uploading and changing voices) and `admin`
 (`/admin/*`, `/metrics`, changing other tenants' voices).
 
-With no keys at all, voicecache is open (and `serving.check_bind_is_safe` keeps it on
-loopback); once any key exists, every endpoint but `/healthz` needs one. The file is re-read
-when it changes (checked at most every `recheck_seconds`), so `voicecache keys add` and
+Once any key exists, every endpoint but `/healthz` needs one. With no keys, voicecache is open
+only for a development server: on loopback, and only if no key has ever existed. Authentication
+must never switch off at run time, so once keys have existed (remembered in a marker file
+beside the keys file, `<keys file>.existed`, which survives revoking the last key and emptying
+or deleting the keys file), or whenever the server listens beyond loopback, an empty or missing
+keys file means every request is refused (401), unless `allow_anonymous` is set. The file is
+re-read when it changes (checked at most every `recheck_seconds`), so `voicecache keys add` and
 `keys revoke` take effect on running servers without a restart.
 
 `authenticate(authorization_header)` and `required_scope(method, path)` are plain, cheap
@@ -39,6 +43,8 @@ SCOPES = ("speak", "voices", "admin")
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 KEY_PREFIX = "vck_"
 ANY_KEY = ""  # required_scope's answer for endpoints that need a key but no scope
+# Longer `Authorization` values are refused before any work (a key is ~60 characters).
+MAX_AUTHORIZATION_BYTES = 1024
 
 
 class KeysUnavailable(VoicecacheError):
@@ -99,6 +105,11 @@ def hash_key(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def existed_marker(path: Path) -> Path:
+    """The file that records that keys have existed beside the keys file at `path`."""
+    return path.with_name(path.name + ".existed")
+
+
 class KeyStore:
     """The keys file: read on first use and whenever it changes on disk."""
 
@@ -115,6 +126,7 @@ class KeyStore:
         self._stamp: tuple[int, int, int] | None = None
         self._checked = float("-inf")
         self._by_hash: dict[str, ApiKey] = {}
+        self._existed = False  # whether keys have ever existed here (see the module docstring)
         self.generation = 0  # bumped whenever the set of keys changes
 
     # -- reading (servers) -----------------------------------------------------------------
@@ -131,6 +143,7 @@ class KeyStore:
             if self._by_hash:
                 self.generation += 1
             self._stamp, self._by_hash = None, {}
+            self._note_existence()
             return
         except OSError as exc:
             raise KeysUnavailable(f"cannot read keys file {self.path}: {exc.strerror}") from exc
@@ -147,6 +160,30 @@ class KeyStore:
             self._by_hash = {key.sha256: key for key in keys}
             self._stamp = stamp
             self.generation += 1
+            self._note_existence()
+
+    def _note_existence(self) -> None:
+        """Remember (in memory and in the marker file) that keys exist or once existed."""
+        marker = existed_marker(self.path)
+        if self._by_hash:
+            if not self._existed and not marker.exists():
+                self._write_marker()
+            self._existed = True
+        elif not self._existed:
+            self._existed = marker.exists()
+
+    def _write_marker(self) -> None:
+        note = {
+            "keys_existed": True,
+            "since": time.time(),
+            "note": "voicecache refuses every request while the keys file is empty or missing "
+            "(unless VOICECACHE_ALLOW_ANONYMOUS=1); delete this file together with the keys "
+            "file to make a loopback server open again",
+        }
+        try:
+            atomic_write(existed_marker(self.path), (json.dumps(note) + "\n").encode(), mode=0o600)
+        except OSError as exc:  # a read-only directory: this process still remembers
+            log.warning("cannot record that API keys exist (%s): %s", self.path, exc)
 
     @property
     def configured(self) -> bool:
@@ -154,9 +191,21 @@ class KeyStore:
         self.refresh()
         return bool(self._by_hash)
 
+    @property
+    def keys_existed(self) -> bool:
+        """Whether keys exist or have existed (this process saw them, or the marker says so):
+        then an empty keys file refuses every request instead of opening up."""
+        self.refresh()
+        return self._existed
+
     def lookup(self, token: str) -> ApiKey | None:
         self.refresh()
         return self._by_hash.get(hash_key(token))
+
+    def lookup_hash(self, sha256: str) -> ApiKey | None:
+        """The key whose token hashes (SHA-256, hex) to `sha256`."""
+        self.refresh()
+        return self._by_hash.get(sha256)
 
     def keys(self) -> list[ApiKey]:
         return sorted(self._read(), key=lambda key: (key.created, key.id))
@@ -211,6 +260,8 @@ class KeyStore:
     def _write(self, keys: list[ApiKey]) -> None:
         data = json.dumps({"version": 1, "keys": [key.to_json() for key in keys]}, indent=2)
         atomic_write(self.path, (data + "\n").encode(), mode=0o600)
+        if keys and not existed_marker(self.path).exists():
+            self._write_marker()
         self._checked = float("-inf")
 
 
@@ -252,38 +303,90 @@ def required_scope(method: str, path: str) -> str | None:
 
 
 class Authenticator:
-    """Bearer-key authentication and scope checks over a `KeyStore`."""
+    """Bearer-key authentication and scope checks over a `KeyStore`.
 
-    _CACHE = 10_000  # remembered keys (a key is hashed once, not on every request)
+    `allow_anonymous` and `public` (the server listens beyond loopback) decide what an empty
+    keys file means: open only when anonymous access is allowed, or on loopback while no key
+    has ever existed; else every request is refused.
 
-    def __init__(self, keys: KeyStore) -> None:
+    Recognized keys are remembered by the SHA-256 digest of the token (never by the raw header,
+    which a caller could pad into endless distinct values): at most `max_remembered` entries of
+    a fixed size (a 32-byte digest and a shared principal), and only keys in the keys file ever
+    get in, so callers cannot grow it.
+    """
+
+    ENTRY_BYTES = 256  # upper bound of one remembered key: digest, dict slot, principal
+
+    def __init__(
+        self,
+        keys: KeyStore,
+        *,
+        allow_anonymous: bool = False,
+        public: bool = False,
+        max_remembered: int = 10_000,
+    ) -> None:
         self.keys = keys
-        self._principals: dict[str, Principal] = {}
+        self.allow_anonymous = allow_anonymous
+        self.public = public
+        self.max_remembered = max_remembered
+        self._principals: dict[bytes, Principal] = {}
         self._generation = -1
 
+    @property
+    def remembered(self) -> int:
+        """Recognized keys remembered now."""
+        return len(self._principals)
+
+    @property
+    def remembered_bytes(self) -> int:
+        """An upper bound of the memory the remembered keys take."""
+        return len(self._principals) * self.ENTRY_BYTES
+
     def authenticate(self, authorization: str | None) -> Principal:
-        """The principal for an `Authorization` header value; `ANONYMOUS` while no keys
-        exist. Raises `Unauthorized` for a missing, malformed or unknown key."""
-        if not self.keys.configured:
+        """The principal for an `Authorization` header value; `ANONYMOUS` while voicecache is
+        open (see the class docstring). Raises `Unauthorized` for a missing, malformed or
+        unknown key, and for every request while no key exists on a closed server."""
+        keys = self.keys
+        if not keys.configured:
+            if self.allow_anonymous:
+                return ANONYMOUS
+            if self.public:
+                raise Unauthorized(
+                    "no API keys exist and this server listens beyond loopback, so every "
+                    "request is refused: add one with `voicecache keys add`, or set "
+                    "VOICECACHE_ALLOW_ANONYMOUS=1"
+                )
+            if keys.keys_existed:
+                raise Unauthorized(
+                    "no API keys exist any more, so every request is refused: add one with "
+                    "`voicecache keys add`, or set VOICECACHE_ALLOW_ANONYMOUS=1"
+                )
             return ANONYMOUS
-        if self._generation != self.keys.generation:
+        if self._generation != keys.generation:
             self._principals.clear()
-            self._generation = self.keys.generation
+            self._generation = keys.generation
         if authorization is None:
             raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>'")
-        found = self._principals.get(authorization)
+        if len(authorization) > MAX_AUTHORIZATION_BYTES:
+            raise Unauthorized(f"the Authorization header is over {MAX_AUTHORIZATION_BYTES} bytes")
+        if authorization.startswith("Bearer "):  # the usual spelling: skip the general parse
+            token = authorization[7:].strip()
+        else:
+            scheme, _, token = authorization.strip().partition(" ")
+            token = token.strip() if scheme.lower() == "bearer" else ""
+        if not token:
+            raise Unauthorized("use 'Authorization: Bearer <key>'")
+        digest = hashlib.sha256(token.encode()).digest()
+        found = self._principals.get(digest)
         if found is not None:
             return found
-        scheme, _, token = authorization.strip().partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("use 'Authorization: Bearer <key>'")
-        key = self.keys.lookup(token)
+        key = keys.lookup_hash(digest.hex())
         if key is None:
             raise Unauthorized("invalid API key")
         principal = Principal(key.id, key.tenant, frozenset(key.scopes))
-        if len(self._principals) < self._CACHE:
-            self._principals[authorization] = principal
+        if len(self._principals) >= self.max_remembered:
+            del self._principals[next(iter(self._principals))]  # the oldest goes first
+        self._principals[digest] = principal
         return principal
 
     def authorize(self, principal: Principal, scope: str) -> None:

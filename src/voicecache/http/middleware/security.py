@@ -193,7 +193,13 @@ async def send_error(send: Send, exc: VoicecacheError) -> None:
 
 def install_security(app: Any, settings: Settings) -> None:
     """Add the security middleware (outermost) and the audit log to a voicecache app."""
-    authenticator = Authenticator(KeyStore(keys_path(settings)))
+    from voicecache.http.server import is_loopback
+
+    authenticator = Authenticator(
+        KeyStore(keys_path(settings)),
+        allow_anonymous=settings.allow_anonymous,
+        public=not is_loopback(settings.host),
+    )
     app.state.authenticator = authenticator
     app.state.audit = AuditLog(audit_path(settings))
     app.add_middleware(
