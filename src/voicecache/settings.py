@@ -125,6 +125,7 @@ class Settings(BaseSettings):
     access_log: bool = True
     log_level: str = "info"
     max_body_bytes: int = 64 * 1024
+    max_header_bytes: int = 16 * 1024  # request line + headers; over it: 431, connection closed
     client_timeout: float = 30.0
 
     # -- requests ----------------------------------------------------------------------------
@@ -213,7 +214,12 @@ class Settings(BaseSettings):
         return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator(
-        "memory_bytes", "disk_bytes", "max_upload_bytes", "max_body_bytes", mode="before"
+        "memory_bytes",
+        "disk_bytes",
+        "max_upload_bytes",
+        "max_body_bytes",
+        "max_header_bytes",
+        mode="before",
     )
     @classmethod
     def _sizes(cls, value: Any) -> Any:

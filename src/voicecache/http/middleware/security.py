@@ -23,7 +23,12 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voicecache.errors import InvalidRequest, PayloadTooLarge, VoicecacheError
-from voicecache.http.middleware.slowclients import Deadlines, deadlines_for
+from voicecache.http.middleware.slowclients import (
+    DEFAULT_MAX_HEADER_BYTES,
+    HEADER_LIMIT_STATE,
+    Deadlines,
+    deadlines_for,
+)
 from voicecache.security.audit import AuditLog, audit_path
 from voicecache.security.auth import (
     Authenticator,
@@ -54,8 +59,10 @@ class SecurityMiddleware:
         max_body_bytes: int,
         max_upload_bytes: int,
         client_timeout: float,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
     ) -> None:
         self.app = app
+        self.max_header_bytes = max_header_bytes
         self.authenticator = authenticator
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes + _MULTIPART_ROOM
@@ -66,6 +73,9 @@ class SecurityMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "lifespan" and isinstance(scope.get("state"), dict):
+                # The server's protocol reads its header limit from the lifespan state.
+                scope["state"][HEADER_LIMIT_STATE] = self.max_header_bytes
             await self.app(scope, receive, send)
             return
         method: str = scope["method"]
@@ -208,4 +218,5 @@ def install_security(app: Any, settings: Settings) -> None:
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
         client_timeout=settings.client_timeout,
+        max_header_bytes=settings.max_header_bytes,
     )
