@@ -194,6 +194,7 @@ class Settings(BaseSettings):
     rate_limit_rps: float = 0.0
     rate_limit_chars_per_minute: int = 0
     audit_log: Path | None = None
+    public_audio: bool = False  # let shared caches (CDNs) keep audio fetched with an API key
 
     # -- observability ---------------------------------------------------------------------
     price_per_million_chars: float = 15.0

@@ -192,5 +192,5 @@ def test_private_voice_audio_by_key_is_private_and_only_for_its_tenant(
     assert mine.headers["cache-control"].startswith("private, max-age=")
     assert secured.client.get(url, headers=bearer(keys["b"])).status_code == 404  # other tenant
     assert secured.client.get(url).status_code == 401
-    shared = speak(secured, keys["b"])  # a built-in voice: shared audio, public caching
-    assert shared.headers["cache-control"].startswith("public, max-age=")
+    shared = speak(secured, keys["b"])  # a built-in voice, but fetched with a key: private
+    assert shared.headers["cache-control"].startswith("private, max-age=")

@@ -7,6 +7,9 @@ Every audio response (synthesis and by-key) is built here, so browsers, `<audio>
 - `Cache-Control`: `no-store` when the audio was not stored (`Cache-Control: no-store`
   request, TTL 0), `private, max-age=<TTL left>` for personalized lines and private voices
   (a tenant's audio must never sit in a shared cache), else `public, max-age=<TTL left>`.
+  Audio fetched with an API key is `private` too (`keep_private`, applied by the security
+  middleware to every response of a keyed caller) unless `public_audio` is set: a shared
+  cache would otherwise hand it to callers without a key (RFC 9111 §3.5).
 - `If-None-Match` → 304, `Range` → 206 with `Content-Range` (416 when unsatisfiable),
   `If-Range` honoured, `HEAD` answered with the headers alone.
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Message, Send
 
 from voicecache.http.middleware.accesslog import note_result
 from voicecache.model import SpeechResult
@@ -51,6 +55,22 @@ def cache_headers(result: SpeechResult, now: float) -> list[tuple[bytes, bytes]]
     if result.tier is not None:
         headers.append((b"x-cache-tier", result.tier.encode()))
     return headers
+
+
+def keep_private(send: Send) -> Send:
+    """`send`, turning `Cache-Control: public, …` into `private, …` on the way out."""
+
+    async def send_private(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = message.get("headers", ())
+            for index, (name, value) in enumerate(headers):
+                if name == b"cache-control" and value.startswith(b"public"):
+                    message["headers"] = list(headers)
+                    message["headers"][index] = (name, b"private" + value[6:])
+                    break
+        await send(message)
+
+    return send_private
 
 
 def etag_matches(header: str | None, etag: str) -> bool:

@@ -9,6 +9,9 @@ In this order, before any routing or body parsing (and before the fast lane, whi
    reading chunked bodies: 413. The whole body must arrive within `client_timeout` seconds,
    or the request ends with 408, so a slow client cannot hold a worker.
 
+Audio answered to a caller with an API key leaves as `Cache-Control: private` unless
+`public_audio` is set (`responses.keep_private`).
+
 Then it records the caller in `scope["state"]` (`principal`, `tenant`: `request.state.tenant`
 in routes) and in `auth.current_principal` (for the characters-per-minute limit charged on
 misses), and hands the request on with its body replayed.
@@ -29,6 +32,7 @@ from voicecache.http.middleware.slowclients import (
     Deadlines,
     deadlines_for,
 )
+from voicecache.http.responses import keep_private
 from voicecache.security.audit import AuditLog, audit_path
 from voicecache.security.auth import (
     Authenticator,
@@ -60,8 +64,10 @@ class SecurityMiddleware:
         max_upload_bytes: int,
         client_timeout: float,
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        public_audio: bool = False,
     ) -> None:
         self.app = app
+        self.public_audio = public_audio
         self.max_header_bytes = max_header_bytes
         self.authenticator = authenticator
         self.max_body_bytes = max_body_bytes
@@ -97,6 +103,8 @@ class SecurityMiddleware:
         state["principal"] = principal
         state["tenant"] = principal.tenant
         token = current_principal.set(principal)
+        if principal.key_id is not None and not self.public_audio:
+            send = keep_private(send)
         try:
             await self.app(scope, replay, send)
         finally:
@@ -219,4 +227,5 @@ def install_security(app: Any, settings: Settings) -> None:
         max_upload_bytes=settings.max_upload_bytes,
         client_timeout=settings.client_timeout,
         max_header_bytes=settings.max_header_bytes,
+        public_audio=settings.public_audio,
     )
