@@ -10,6 +10,10 @@ fast lane's included. Audio responses say what they served by leaving their `Spe
 in the ASGI scope under `RESULT_SCOPE_KEY` (`note_result`): a dict store, so the hit path
 pays nothing for it. The request id is the client's `X-Request-ID` when it sends a sane one,
 else a fresh one; it is echoed in the response's `X-Request-ID`.
+
+No field can forge a line or reach a terminal raw: in text lines every character outside
+printable ASCII, and the separators space, `=`, `"` and `\\`, become `\\xNN`/`\\uNNNN`
+escapes; JSON lines are pure ASCII (`\\uNNNN` for the rest, DEL included).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from voicecache.settings import Settings
 
 RESULT_SCOPE_KEY = "voicecache.result"
 KEY_PREFIX = 12
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 def access_log_enabled(settings: Settings) -> bool:
@@ -48,8 +52,8 @@ class AccessLog:
 
     Lines are written directly rather than through `logging`: a log record costs several
     times what a fast-lane hit costs, and this runs once per request. The timestamp prefix
-    is formatted once per second, and JSON is assembled by hand (only the path and the
-    engine name can hold characters that need escaping; request ids are validated)."""
+    is formatted once per second, and JSON is assembled by hand; every field goes through
+    `_text` or `_json`, which return plain values unchanged after one regex match."""
 
     def __init__(self, fmt: Literal["text", "json"] = "text", stream: TextIO | None = None):
         self.json = fmt == "json"
@@ -81,23 +85,24 @@ class AccessLog:
                 served = '"result":null,"key":null,"tier":null,"engine":null'
             else:
                 served = (
-                    f'"result":"{result.status}","key":"{result.key[:KEY_PREFIX]}",'
+                    f'"result":{_json(result.status)},"key":{_json(result.key[:KEY_PREFIX])},'
                     f'"tier":{_json(result.tier)},"engine":{_json(result.meta.engine)}'
                 )
             return (
-                f'{{"ts":"{self._timestamp()}","request_id":"{request_id}",'
-                f'"method":"{method}","path":{_json(path)},"status":{status},{served},"ms":{ms}}}'
+                f'{{"ts":"{self._timestamp()}","request_id":{_json(request_id)},'
+                f'"method":{_json(method)},"path":{_json(path)},"status":{status},{served},'
+                f'"ms":{ms}}}'
             )
         if result is None:
             served = "result=- key=- tier=- engine=-"
         else:
             served = (
-                f"result={result.status} key={result.key[:KEY_PREFIX]} "
-                f"tier={result.tier or '-'} engine={result.meta.engine or '-'}"
+                f"result={_text(result.status)} key={_text(result.key[:KEY_PREFIX])} "
+                f"tier={_text(result.tier or '-')} engine={_text(result.meta.engine or '-')}"
             )
         return (
-            f"ts={self._timestamp()} request_id={request_id} method={method} path={path} "
-            f"status={status} {served} ms={ms}"
+            f"ts={self._timestamp()} request_id={_text(request_id)} method={_text(method)} "
+            f"path={_text(path)} status={status} {served} ms={ms}"
         )
 
     def emit(
@@ -114,12 +119,37 @@ class AccessLog:
             self.stream.write(self.line(request_id, method, path, status, seconds, result) + "\n")
 
 
+# Printable ASCII but the text format's separators (space, `=`) and quote/escape characters.
+_TEXT_PLAIN = re.compile(r"[!#-<>-\[\]-~]*")
+_TEXT_UNSAFE = re.compile(r"[^!#-<>-\[\]-~]")
+# What JSON may carry as is: printable ASCII (`json.dumps` escapes `"` and `\` itself).
+_JSON_PLAIN = re.compile(r"[ -~]*")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def _text(value: str) -> str:
+    """`value` for a text line: unchanged when plain, else with escapes (see the docstring)."""
+    if _TEXT_PLAIN.fullmatch(value):
+        return value
+    return _TEXT_UNSAFE.sub(_escape, value)
+
+
 def _json(value: str | None) -> str:
+    """`value` as a pure-ASCII JSON string (or null)."""
     if value is None:
         return "null"
-    if value.isalnum():  # the common case (tier and engine names, plain paths): no escaping
+    if value.isalnum() and value.isascii():  # the common case (names, statuses): no escaping
         return f'"{value}"'
-    return json.dumps(value, ensure_ascii=False)
+    encoded = json.dumps(value)  # ensure_ascii: every non-ASCII character as \uNNNN
+    return encoded if _JSON_PLAIN.fullmatch(encoded) else encoded.replace("\x7f", "\\u007f")
 
 
 # New request ids: a random per-process prefix and a counter (unique without a syscall).
@@ -132,7 +162,7 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
     for name, value in headers:
         if name == b"x-request-id":
             candidate = value.decode("latin-1")
-            if _REQUEST_ID.match(candidate):
+            if _REQUEST_ID.fullmatch(candidate):
                 return candidate
             break
     return f"{_PREFIX}{next(_counter):08x}"
