@@ -46,7 +46,7 @@ from voicecache.settings import Settings
 
 _BODYLESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 _UPLOAD_METHODS = frozenset({"POST", "PUT"})
-_MULTIPART_ROOM = 64 * 1024  # form fields and part headers around an uploaded file
+UPLOAD_ENVELOPE_BYTES = 64 * 1024  # form fields and part headers around an uploaded file
 
 
 class RequestTimeout(VoicecacheError):
@@ -71,7 +71,7 @@ class SecurityMiddleware:
         self.max_header_bytes = max_header_bytes
         self.authenticator = authenticator
         self.max_body_bytes = max_body_bytes
-        self.max_upload_bytes = max_upload_bytes + _MULTIPART_ROOM
+        self.max_upload_bytes = max_upload_bytes + UPLOAD_ENVELOPE_BYTES
         self.client_timeout = client_timeout
         self._expired: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None

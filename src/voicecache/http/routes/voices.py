@@ -7,23 +7,89 @@ with the voice from every tier, and answers with what was erased.
 
 Private voices are visible to their tenant only: to anybody else they do not exist (404).
 Changing or erasing a voice needs the `voices` scope and ownership, or the `admin` scope.
+
+A sample must never touch the disk unencrypted, so these routes parse multipart bodies with
+files kept in memory up to the upload limit (`InMemoryUploadRoute`), where Starlette's parser
+would spool every file over 1 MiB to a plaintext temporary file. The security middleware has
+already capped the body at the upload limit plus room for the form envelope.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
+from contextlib import aclosing
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
+from starlette.datastructures import FormData
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.types import Receive, Scope
 
 from voicecache.errors import Forbidden, NotFound, PayloadTooLarge
+from voicecache.http.middleware.security import UPLOAD_ENVELOPE_BYTES
 from voicecache.http.routes.deps import GatewayDep, SettingsDep
 from voicecache.http.routes.schemas import error_responses
 from voicecache.security.auth import ANONYMOUS, Principal
 from voicecache.voices.registry import VoiceRecord, VoiceRegistry, erase_cached_audio
 
-router = APIRouter(tags=["voices"])
+
+class InMemoryFormRequest(Request):
+    """A request whose multipart files stay in memory up to `spool_max_size` bytes.
+
+    Starlette (pinned in pyproject.toml) lets only the parser's `spool_max_size` decide when
+    an uploaded file moves to a temporary file, and `Request.form()` takes no such argument,
+    so this parses multipart bodies itself with that one attribute changed and leaves
+    everything else (other content types, caching of the parsed form) to Starlette."""
+
+    def __init__(self, scope: Scope, receive: Receive, spool_max_size: int) -> None:
+        super().__init__(scope, receive)
+        self.spool_max_size = spool_max_size
+
+    async def _get_form(
+        self,
+        *,
+        max_files: int | float = 1000,
+        max_fields: int | float = 1000,
+        max_part_size: int = 1024 * 1024,
+    ) -> FormData:
+        content_type = self.headers.get("content-type", "")
+        if self._form is None and content_type.lower().startswith("multipart/form-data"):
+            try:
+                async with aclosing(self.stream()) as stream:
+                    parser = MultiPartParser(
+                        self.headers,
+                        stream,
+                        max_files=max_files,
+                        max_fields=max_fields,
+                        max_part_size=max_part_size,
+                    )
+                    parser.spool_max_size = self.spool_max_size
+                    self._form = await parser.parse()
+            except MultiPartException as exc:
+                raise HTTPException(status_code=400, detail=exc.message) from exc
+        return await super()._get_form(
+            max_files=max_files, max_fields=max_fields, max_part_size=max_part_size
+        )
+
+
+class InMemoryUploadRoute(APIRoute):
+    """A route whose form parsing keeps uploaded files in memory (see the module docstring)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def in_memory(request: Request) -> Response:
+            # Every upload fits: the security middleware refused larger bodies already.
+            limit = request.app.state.settings.max_upload_bytes + UPLOAD_ENVELOPE_BYTES
+            return await handler(InMemoryFormRequest(request.scope, request.receive, limit))
+
+        return in_memory
+
+
+router = APIRouter(tags=["voices"], route_class=InMemoryUploadRoute)
 
 
 ERRORS = error_responses(404, 503)
