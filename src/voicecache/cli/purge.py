@@ -1,7 +1,8 @@
 """`voicecache purge`: remove cached audio by filter, no server needed.
 
 It opens the configured tiers itself and purges them (disk, Redis, S3), then announces the
-purge on the purge feed, so running servers drop their in-memory copies within a second.
+purge on the purge feed, so running servers drop their in-memory copies within a second. The
+purge is recorded in the audit log, as purges over HTTP are.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from voicecache.cache.invalidation.purge import PurgeReport, purge
 from voicecache.cache.tiers import TieredCache, build_tiers
 from voicecache.cli.main import ConfigOption, app, fail, load_settings, run
 from voicecache.cluster.purge_feed import build_feed
+from voicecache.security.audit import AuditLog, audit_path
 
 
 @app.command("purge")
@@ -65,6 +67,10 @@ def purge_command(
             await cache.aclose()
 
     report = run(work)
+    # An admin action like any other: recorded as the HTTP purge is (actor `cli`).
+    AuditLog(audit_path(settings)).record(
+        "cache.purge", "cli", filter=report.filter, entries=report.entries
+    )
     table = Table(title="purged")
     table.add_column("tier")
     table.add_column("entries", justify="right")

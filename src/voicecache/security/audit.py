@@ -2,12 +2,14 @@
 purges), appended to `audit_log` (default `data_dir/audit.log`).
 
 Each line is written with a single `write` on a file opened with O_APPEND, so lines from
-several worker processes and the CLI never interleave.
+several worker processes and the CLI never interleave. Lines are strict JSON (no `NaN` or
+`Infinity`: a non-finite number is written as the string `inf`, `-inf` or `nan`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -16,6 +18,17 @@ from typing import Any
 
 from voicecache.security.auth import Principal
 from voicecache.settings import Settings
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every non-finite float replaced by its name (`inf`, `-inf`, `nan`)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def audit_path(settings: Settings) -> Path:
@@ -41,7 +54,11 @@ class AuditLog:
         else:
             entry["actor"] = actor
         entry.update(details)
-        line = (json.dumps(entry, ensure_ascii=False, default=str) + "\n").encode()
+        try:
+            text = json.dumps(entry, ensure_ascii=False, default=str, allow_nan=False)
+        except ValueError:  # a non-finite number: strict JSON has none, so write it as text
+            text = json.dumps(_finite(entry), ensure_ascii=False, default=str, allow_nan=False)
+        line = (text + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
