@@ -7,6 +7,11 @@ another voice or version fails to open, and any flipped bit fails GCM's tag chec
 
     blob = b"VCE1" | u16 header length | header JSON {"v", "kid", "wrapped"} | nonce | ciphertext
 
+The master key also keys voice versions: `Keyring.version_key` derives a separate 256-bit
+sub-key with HKDF-SHA256 (`info` names its purpose), and a voice's version is an HMAC under
+it (`registry.voice_version`), so the version a voice shows cannot be recomputed, and so
+cannot fingerprint its sample, without the master key.
+
 Rotating the master key only rewrites the header (`Keyring.rewrap`): the sample ciphertext
 stays as it is. The keyring holds the current master key (`VOICECACHE_MASTER_KEY` or
 `master_key_file`) and, during a rotation, the previous one (`VOICECACHE_MASTER_KEY_PREVIOUS`),
@@ -26,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from voicecache.errors import ConfigError, VoicecacheError
 from voicecache.settings import Settings
@@ -35,6 +42,7 @@ MAGIC = b"VCE1"
 _HEADER_LENGTH = struct.Struct(">H")
 _NONCE_BYTES = 12
 KEY_BYTES = 32
+_VERSION_KEY_INFO = b"voicecache voice version v1"
 
 
 class EncryptionUnavailable(VoicecacheError):
@@ -106,6 +114,7 @@ class Keyring:
         self._by_id = {key.key_id: key for key in previous}
         if current is not None:
             self._by_id[current.key_id] = current
+        self._version_key: tuple[str, bytes] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Keyring:
@@ -132,6 +141,15 @@ class Keyring:
                 "VOICECACHE_MASTER_KEY (32 bytes, base64) or master_key_file"
             )
         return self.current
+
+    def version_key(self) -> bytes:
+        """The HMAC key for voice versions, derived from the current master key (a new master
+        key gives new versions to new samples; stored voices keep theirs)."""
+        master = self.require_current()
+        if self._version_key is None or self._version_key[0] != master.key_id:
+            hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_VERSION_KEY_INFO)
+            self._version_key = (master.key_id, hkdf.derive(master.key))
+        return self._version_key[1]
 
     def seal(self, plaintext: bytes, associated: bytes) -> bytes:
         """Encrypt under a fresh data key wrapped by the current master key."""

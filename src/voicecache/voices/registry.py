@@ -6,10 +6,10 @@ Layout under `data_dir/voices/`:
     <id>/sample.<version>.enc    the uploaded file, AES-256-GCM envelope-encrypted (crypto.py)
 
 Ids are generated (`v-` and 16 hex digits), so no client string ever becomes a path. The
-version is a hash of the sample bytes and the voice's settings, and is part of every cache key
-made with the voice: replacing the sample can never hit old audio. A replacement writes the new
-sample file first and then swaps `meta.json` atomically, so a reader always finds the sample
-its metadata names.
+version is an HMAC (keyed from the master key) of the sample bytes and the voice's settings,
+and is part of every cache key made with the voice: replacing the sample can never hit old
+audio. A replacement writes the new sample file first and then swaps `meta.json` atomically,
+so a reader always finds the sample its metadata names.
 
 `VoiceRegistry` is the gateway's `VoiceResolver`: an uploaded voice resolves to its base
 engine voice, its version, its owner's tenant (private voices only: their audio is keyed per
@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import json
 import re
 import secrets
@@ -82,9 +83,13 @@ class VoiceRecord:
         return cls(**known)
 
 
-def voice_version(sample: bytes, settings: dict[str, Any]) -> str:
-    """A hash of the sample and every setting that changes how the voice sounds."""
-    digest = hashlib.sha256()
+def voice_version(sample: bytes, settings: dict[str, Any], key: bytes) -> str:
+    """An HMAC-SHA256, under `key` (`Keyring.version_key`), of the sample and every setting
+    that changes how the voice sounds. Keyed, so that the version (shown by the API, stored
+    in plain metadata) cannot be matched against a sample by anyone without the master key.
+    Voices stored with the former plain SHA-256 keep that version: it is what keys their
+    audio, and it is never recomputed for an unchanged sample."""
+    digest = hmac.new(key, digestmod=hashlib.sha256)
     digest.update(json.dumps(settings, sort_keys=True, separators=(",", ":")).encode())
     digest.update(b"\0")
     digest.update(sample)
@@ -226,7 +231,10 @@ class VoiceStore:
                 name=new_name,
                 public=new_public,
                 base_voice=new_base,
-                version=voice_version(data, {"base_voice": new_base}),
+                # Same sample and settings: same version (also after a master key rotation).
+                version=record.version
+                if new_base == record.base_voice
+                else voice_version(data, {"base_voice": new_base}, self.keyring.version_key()),
                 updated=self.clock(),
             )
         else:
@@ -310,7 +318,7 @@ class VoiceStore:
             tenant=tenant,
             public=public,
             base_voice=base_voice,
-            version=voice_version(data, {"base_voice": base_voice}),
+            version=voice_version(data, {"base_voice": base_voice}, self.keyring.version_key()),
             created=created,
             updated=updated,
             format=sample.format,

@@ -111,7 +111,7 @@ class VoiceOut(BaseModel):
 
     id: str = Field(description="Use it as `voice` in speech requests")
     name: str
-    version: str = Field(description="Hash of the sample and settings; part of cache keys")
+    version: str = Field(description="HMAC of the sample and settings; part of cache keys")
     public: bool
     mine: bool = Field(description="Whether the caller's tenant owns it")
     base_voice: str | None = Field(description="Engine voice it is spoken with")
