@@ -68,7 +68,6 @@ class SpeechRequest:
     tags: tuple[str, ...] = ()
     personalized: bool = False
     instructions: str | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -219,12 +218,15 @@ class Engine(ABC):
 
 @dataclass(frozen=True, slots=True)
 class ResolvedVoice:
-    """What a requested voice id means for one engine and one tenant."""
+    """What a requested voice id means for one engine and one tenant.
+
+    An uploaded voice's sample is decrypted only when a miss needs it: `load_reference` is
+    called by the fill just before the engine, never on a hit."""
 
     engine_voice: str
     version: str = "builtin"
     tenant: str | None = None  # set for private voices: their audio is keyed per tenant
-    reference: Reference | None = None
+    load_reference: Callable[[], Awaitable[Reference]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,10 +135,14 @@ class Filler:
         return await asyncio.to_thread(codecs.time_stretch, pcm, plan.job.speed)
 
     async def _synthesize(self, plan: Plan) -> codecs.Audio:
+        job = plan.job
+        if plan.voice.load_reference is not None:
+            # Decrypted here, on a miss, and never for a hit (`ResolvedVoice.load_reference`).
+            job = replace(job, reference=await plan.voice.load_reference())
         started = time.perf_counter()
-        characters = len(plan.job.text)
+        characters = len(job.text)
         try:
-            pcm = await plan.engine.synthesize(plan.job)
+            pcm = await plan.engine.synthesize(job)
         except EngineError as exc:
             self.observer.engine_call(
                 plan.engine.name, type(exc).__name__, time.perf_counter() - started, characters

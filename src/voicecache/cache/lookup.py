@@ -83,16 +83,25 @@ class CacheLookup:
         return await self.filler.fill_shared(plan, control, stale, since)
 
     async def fetch(self, digest: str, fmt: AudioFormat, tenant: str | None) -> SpeechResult:
-        """Stored audio by key; a missing format is derived from the canonical entry."""
+        """Stored audio by key; a missing format is derived from the canonical entry.
+
+        Audio of a private voice is found only by its own tenant: checked on the header of
+        what was found, before a hit is counted or a variant is made."""
+        variant_id = f"{digest}.{fmt}"
         since = self.cache.generation
-        found = await self.cache.get(f"{digest}.{fmt}")
+        found = await self.cache.get(variant_id)
         if found is not None and found.fresh:
-            result = SpeechResult.of(found.entry, "HIT", found.tier)
-        else:
-            canonical = await self.cache.get(f"{digest}.{self.storage_codec}")
-            if canonical is None or not canonical.fresh:
-                raise NotFound(f"no audio stored under key {digest}")
-            result = await derive_variant(self.cache, digest, canonical, fmt, since)
-        if result.meta.tenant is not None and result.meta.tenant != tenant:
+            _check_tenant(found.entry.meta, tenant, digest)
+            self.note_hit(variant_id, found.entry.meta)
+            return SpeechResult.of(found.entry, "HIT", found.tier)
+        canonical = await self.cache.get(f"{digest}.{self.storage_codec}")
+        if canonical is None or not canonical.fresh:
             raise NotFound(f"no audio stored under key {digest}")
-        return result
+        _check_tenant(canonical.entry.meta, tenant, digest)
+        return await derive_variant(self.cache, digest, canonical, fmt, since)
+
+
+def _check_tenant(meta: EntryMeta, tenant: str | None, digest: str) -> None:
+    """404, exactly as if nothing were stored, for audio that belongs to another tenant."""
+    if meta.tenant is not None and meta.tenant != tenant:
+        raise NotFound(f"no audio stored under key {digest}")

@@ -163,6 +163,12 @@ class Policy:
             return None
         return self.on_hit(meta, self.clock(), popular=popular)
 
+    def hit_count(self, entry_id: str) -> int:
+        """Hits counted towards popularity for the entry stored under `entry_id` (0 when
+        popularity is off or the entry is not tracked)."""
+        counted = self._hits.get(entry_id)
+        return 0 if counted is None else counted[1]
+
     def on_hit(self, meta: EntryMeta, now: float, *, popular: bool = False) -> EntryMeta | None:
         """A new header when a hit at `now` should extend the entry's life, else None."""
         if meta.expires_at is None or meta.ttl is None:

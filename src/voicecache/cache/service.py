@@ -16,7 +16,7 @@ The parts are wired once, when the gateway is constructed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from voicecache.cache.coalescing import Coalescer
@@ -26,7 +26,7 @@ from voicecache.cache.policy import CacheControl, Policy
 from voicecache.cache.refresh import Refresher
 from voicecache.cache.tiers.tiered import TieredCache
 from voicecache.codecs import AudioFormat
-from voicecache.errors import InvalidRequest, UnknownEmotion, UnknownVoice
+from voicecache.errors import ConfigError, InvalidRequest, UnknownEmotion, UnknownVoice
 from voicecache.keys import build_key
 from voicecache.model import (
     Admission,
@@ -88,7 +88,7 @@ class Gateway:
 
     def __post_init__(self) -> None:
         if self.default_engine not in self.engines:
-            raise InvalidRequest(f"default engine {self.default_engine!r} is not configured")
+            raise ConfigError(f"default engine {self.default_engine!r} is not configured")
         self._refresher = Refresher(self._coalescer)
         filler = Filler(
             cache=self.cache,
@@ -139,7 +139,6 @@ class Gateway:
             emotion=request.emotion,
             speed=request.speed,
             instructions=request.instructions,
-            reference=voice.reference,
         )
         key = build_key(
             text=request.text,
@@ -182,16 +181,28 @@ class Gateway:
         return await self._lookup.serve(await self.plan(base, plan.voice.tenant), CacheControl())
 
     def memory_hit(self, variant_id: str) -> SpeechResult | None:
-        """A fresh hit from the memory tier, synchronously: the fast lane's whole lookup."""
+        """A fresh hit from the memory tier, synchronously, counted as served: the fast lane's
+        whole lookup for speech requests (whose key already carries any tenant)."""
         found = self.cache.peek_memory(variant_id)
         if found is None:
             return None
         self.note_hit(variant_id, found.entry.meta)
         return SpeechResult.of(found.entry, "HIT", found.tier)
 
+    def memory_peek(self, variant_id: str) -> SpeechResult | None:
+        """`memory_hit` without counting the hit: for callers that must still check who may
+        have it (a key is public, its audio may not be) and then call `note_hit`."""
+        found = self.cache.peek_memory(variant_id)
+        if found is None:
+            return None
+        return SpeechResult.of(found.entry, "HIT", found.tier)
+
     def note_hit(self, entry_id: str, meta: EntryMeta) -> None:
-        """Record a cache hit: extends sliding and popular entries' lives by an occasional
-        header touch. Cheap (a dict update), so the fast lane calls it on memory hits too."""
+        """Record a served cache hit: extends sliding and popular entries' lives by an
+        occasional header touch. Cheap (a dict update), so the fast lane calls it too.
+
+        The one rule, on every path: a hit is counted when stored audio is served as it is,
+        after the tenant check; a variant transcoded on the way is new and starts uncounted."""
         if meta.expires_at is None:
             return
         updated = self.policy.hit(entry_id, meta)
@@ -206,9 +217,6 @@ class Gateway:
         result = await self._lookup.fetch(digest, fmt, tenant)
         self.observer.request_done(result, result.meta.engine, time.perf_counter() - started)
         return result
-
-    def engine_names(self) -> Sequence[str]:
-        return sorted(self.engines)
 
     async def aclose(self) -> None:
         await self._refresher.aclose()

@@ -13,8 +13,8 @@ so a reader always finds the sample its metadata names.
 
 `VoiceRegistry` is the gateway's `VoiceResolver`: an uploaded voice resolves to its base
 engine voice, its version, its owner's tenant (private voices only: their audio is keyed per
-tenant) and the decrypted sample, which exists only in memory. Built-in voices fall through to
-`BuiltinVoices`.
+tenant) and a loader for the decrypted sample, which the gateway calls only on a miss and
+which exists only in memory. Built-in voices fall through to `BuiltinVoices`.
 """
 
 from __future__ import annotations
@@ -379,12 +379,12 @@ class VoiceRegistry:
         if not is_uploaded_id(voice):
             return await self.builtin.resolve(voice, engine, tenant)
         record = self.visible(voice, tenant)
-        reference = await self.reference(record)
         return ResolvedVoice(
             engine_voice=self.engine_voice(record, engine),
             version=record.version,
             tenant=None if record.public else record.tenant,
-            reference=reference,
+            # Decrypted only when a miss reaches the engine: a hit never reads the sample.
+            load_reference=lambda: self.reference(record),
         )
 
     async def reference(self, record: VoiceRecord) -> Reference:

@@ -66,10 +66,13 @@ class FastLane:
                 return
             started = time.perf_counter()
             gateway: Gateway = scope["app"].state.gateway
-            result = gateway.memory_hit(f"{match.group(1)}.{match.group(2)}")
+            entry_id = f"{match.group(1)}.{match.group(2)}"
+            result = gateway.memory_peek(entry_id)
             if result is None or result.meta.tenant is not None:
+                # Private audio: the slow path checks the tenant (and counts the hit if served).
                 await self.app(scope, receive, send)
                 return
+            gateway.note_hit(entry_id, result.meta)
             note_result(scope, result)
             await self._respond(send, result, gateway.clock())
             gateway.observer.request_done(result, result.meta.engine, time.perf_counter() - started)
