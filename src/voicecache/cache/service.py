@@ -186,8 +186,12 @@ class Gateway:
         found = self.cache.peek_memory(variant_id)
         if found is None:
             return None
-        self.note_hit(variant_id, found.entry.meta)
-        return SpeechResult.of(found.entry, "HIT", found.tier)
+        entry = found.entry
+        self.note_hit(variant_id, entry.meta)
+        # Built inline, not through `SpeechResult.of`: this is the hot loop.
+        return SpeechResult(
+            entry.data, entry.meta.format, entry.meta.key, "HIT", found.tier, entry.meta
+        )
 
     def memory_peek(self, variant_id: str) -> SpeechResult | None:
         """`memory_hit` without counting the hit: for callers that must still check who may
@@ -195,7 +199,10 @@ class Gateway:
         found = self.cache.peek_memory(variant_id)
         if found is None:
             return None
-        return SpeechResult.of(found.entry, "HIT", found.tier)
+        entry = found.entry
+        return SpeechResult(
+            entry.data, entry.meta.format, entry.meta.key, "HIT", found.tier, entry.meta
+        )
 
     def note_hit(self, entry_id: str, meta: EntryMeta) -> None:
         """Record a served cache hit: extends sliding and popular entries' lives by an
