@@ -180,11 +180,27 @@ class PolicyContract:
         assert policy.used_bytes <= 100 * KB
 
     def test_pin_unknown_key_is_ignored(self) -> None:
+        # Contract (EvictionPolicy.pin): pinning a key that is not resident is ignored.
+        # It neither makes the key resident nor is remembered for a later admit.
         policy = self.make(100 * KB)
         policy.pin("ghost", True)
-        policy.admit("ghost", 100 * KB)
-        assert policy.admit("other", 10 * KB)[0] in (True, False)
-        assert policy.used_bytes <= 100 * KB
+        policy.pin("phantom", False)
+        assert len(policy) == 0
+        assert policy.used_bytes == 0
+        assert "ghost" not in policy and "phantom" not in policy
+
+        assert policy.admit("ghost", 100 * KB) == (True, [])
+        # Had the pin been remembered, "ghost" could never be a victim and every admit
+        # would be refused with (False, []). Unpinned, it must give way: LRU at once, a
+        # frequency-aware policy once the newcomer's count beats the resident's.
+        results = []
+        for _ in range(3):
+            results.append(policy.admit("other", 10 * KB))
+            if results[-1][0]:
+                break
+        assert results[-1] == (True, ["ghost"]), results
+        assert "ghost" not in policy and "other" in policy
+        assert policy.used_bytes == 10 * KB
 
     def test_zero_size_entries(self) -> None:
         policy = self.make(10)
