@@ -56,19 +56,21 @@ def test_ratios_are_probabilities(rows: list[dict[str, Any]]) -> None:
         assert row["seconds"] >= 0.0 and row["cpu_seconds"] >= 0.0
 
 
-def test_belady_bounds_online_policies(simulate: ModuleType, rows: list[dict[str, Any]]) -> None:
-    # The size-aware Belady is a heuristic, not a proven optimum: allow 1 point of slack,
-    # and require it to win on at least one of the two ratios.
-    tolerance = 0.01
-    for trace, fraction in {(r["trace"], r["cache_fraction"]) for r in rows}:
+@pytest.mark.parametrize("ratio", ["object_hit_ratio", "byte_hit_ratio"])
+def test_belady_bounds_online_policies(
+    simulate: ModuleType, rows: list[dict[str, Any]], ratio: str
+) -> None:
+    # Each ratio is its own claim: Belady, which sees the whole trace, hits at least as
+    # often (objects) and at least as many bytes as every online policy, on every trace
+    # and cache size. With variable sizes it is a heuristic, not a proven optimum, but
+    # the traces are seeded and its lead in quick mode is ~4 points at the narrowest.
+    cells = {(r["trace"], r["cache_fraction"]) for r in rows}
+    assert cells
+    for trace, fraction in sorted(cells):
         cell = _cell(rows, trace, fraction)
-        belady = cell[simulate.BELADY]
+        belady = cell[simulate.BELADY][ratio]
         for online in (simulate.LRU, simulate.TINYLFU):
-            other = cell[online]
-            assert (
-                belady["byte_hit_ratio"] + tolerance >= other["byte_hit_ratio"]
-                or belady["object_hit_ratio"] + tolerance >= other["object_hit_ratio"]
-            ), (trace, fraction, online)
+            assert belady >= cell[online][ratio], (trace, fraction, online, ratio)
 
 
 def test_tinylfu_beats_lru_on_zipf(simulate: ModuleType, rows: list[dict[str, Any]]) -> None:
