@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pytest
@@ -149,14 +150,15 @@ def test_get_by_key_is_the_same_with_and_without_the_fast_lane(parity_pair: Pari
     assert [m.status_code for m in made] == [200, 200]
     public, private = (m.headers["x-cache-key"] for m in made)
     wav, private_wav = f"/v1/audio/{public}.wav", f"/v1/audio/{private}.wav"
+
     # `slow` finds them on disk; its first reads promote them into its memory tier too, so
     # that both answer hits from the same tier.
+    def in_slow_memory(path: str) -> bool:
+        tier = slow.client.get(path, headers=bearer(acme)).headers.get("x-cache-tier")
+        return tier == "memory"
+
     for path in (wav, private_wav):
-        wait_for(
-            lambda path=path: (
-                slow.client.get(path, headers=bearer(acme)).headers.get("x-cache-tier") == "memory"
-            )
-        )
+        wait_for(partial(in_slow_memory, path))
     etag = fast.client.get(wav, headers=bearer(acme)).headers["etag"]
 
     cases: dict[str, tuple[str, str, dict[str, str]]] = {
