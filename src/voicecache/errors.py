@@ -1,20 +1,32 @@
-"""The one exception tree of voicecache. Each error knows its HTTP status, so the API maps the
-whole tree to responses in one place (`api.py`) and the CLI prints `detail` as one line.
+"""The one exception tree of voicecache. Every error it raises on purpose is defined here and
+knows both its HTTP status (`status_code`) and its CLI exit code (`exit_code`), so the API maps
+the whole tree to responses in one place (`http/errors.py`) and the CLI to exit codes in one
+place (`cli/common.py`), printing `detail` as one readable line.
 
-    VoicecacheError
-    ├── InvalidRequest            400/422  bad input: text, voice, emotion, speed, format…
-    │   ├── UnknownVoice          422
-    │   └── UnknownEmotion        422
-    ├── NotFound                  404
-    ├── Unauthorized              401
-    ├── Forbidden                 403
-    ├── PayloadTooLarge           413
-    ├── RateLimited               429      carries retry_after
-    ├── EngineError               502      the engine answered badly (5xx, garbage audio)
-    │   ├── EngineUnavailable     503      circuit open, queue full, engine unreachable
-    │   └── EngineTimeout         504
-    ├── StorageError              500-free: tiers swallow and count these; never reach a client
-    └── ConfigError                        bad settings at start-up (CLI exit code 2)
+    VoicecacheError                 status  exit
+    ├── InvalidRequest               422     1    bad input: text, voice, emotion, speed…
+    │   ├── UnknownVoice             422     1
+    │   ├── UnknownEmotion           422     1
+    │   ├── InvalidSample            422     1    an upload that is not usable audio
+    │   └── InvalidFilter            400     2    a purge filter that cannot work
+    ├── ScriptError                  422     2    a warm-up script file that cannot be read
+    ├── NotFound                     404     1
+    ├── Unauthorized                 401     1
+    ├── Forbidden                    403     1
+    ├── RequestTimeout               408     1    the body did not arrive in time
+    ├── PayloadTooLarge              413     1
+    ├── RangeNotSatisfiable          416     1
+    ├── RateLimited                  429     1    carries retry_after
+    ├── EngineError                  502     1    the engine answered badly (5xx, garbage)
+    │   ├── EngineUnavailable        503     1    circuit open, queue full, unreachable
+    │   └── EngineTimeout            504     1
+    ├── ServerUnreachable            502     1    the CLI's --url server cannot be reached
+    ├── KeysUnavailable              503     2    the keys file cannot be read: fail closed
+    ├── EncryptionUnavailable        503     1    no master key: samples are never stored plain
+    ├── DecryptionFailed             503     1    a sample blob failed authentication
+    ├── StorageError                 500     1    tiers swallow and count these
+    │   └── CircuitOpen              500     1    a backend skipped after repeated failures
+    └── ConfigError                  500     2    settings that cannot work
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ class VoicecacheError(Exception):
     """Root of every error voicecache raises on purpose."""
 
     status_code: int = 500
+    exit_code: int = 1
     retry_after: float | None = None
 
     def __init__(self, detail: str) -> None:
@@ -43,6 +56,24 @@ class UnknownEmotion(InvalidRequest):
     pass
 
 
+class InvalidSample(InvalidRequest):
+    """An upload that is not usable reference audio."""
+
+
+class InvalidFilter(InvalidRequest):
+    """A purge filter that is missing, malformed or contradictory."""
+
+    status_code = 400
+    exit_code = 2
+
+
+class ScriptError(VoicecacheError):
+    """A warm-up script as a whole cannot be used (missing, unreadable, no `text` column…)."""
+
+    status_code = 422
+    exit_code = 2
+
+
 class NotFound(VoicecacheError):
     status_code = 404
 
@@ -55,8 +86,18 @@ class Forbidden(VoicecacheError):
     status_code = 403
 
 
+class RequestTimeout(VoicecacheError):
+    status_code = 408
+
+
 class PayloadTooLarge(VoicecacheError):
     status_code = 413
+
+
+class RangeNotSatisfiable(VoicecacheError):
+    """The `Range` header asks for bytes outside the body."""
+
+    status_code = 416
 
 
 class RateLimited(VoicecacheError):
@@ -107,9 +148,41 @@ class EngineTimeout(EngineError):
         super().__init__(detail, retryable=retryable)
 
 
+class ServerUnreachable(VoicecacheError):
+    """The server named by a CLI command's `--url` cannot be reached at all."""
+
+    status_code = 502
+
+
+class KeysUnavailable(VoicecacheError):
+    """The keys file cannot be read: refuse requests (fail closed) rather than open up."""
+
+    status_code = 503
+    exit_code = 2
+
+
+class EncryptionUnavailable(VoicecacheError):
+    """No master key is configured, so samples cannot be stored (never in plain text)."""
+
+    status_code = 503
+
+
+class DecryptionFailed(VoicecacheError):
+    """A stored blob failed authentication: tampered, moved, or wrapped by an unknown key."""
+
+    status_code = 503
+
+
 class StorageError(VoicecacheError):
     """A cache tier failed; the tiered cache counts it and carries on without that tier."""
 
 
+class CircuitOpen(StorageError):
+    """A backend is being skipped after repeated failures (raised only where a caller must
+    know)."""
+
+
 class ConfigError(VoicecacheError):
     """Settings that cannot work (raised at start-up)."""
+
+    exit_code = 2

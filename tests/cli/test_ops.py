@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 from tests.conftest import LiveApp
 from voicecache.cli.main import app
 from voicecache.cli.ops import money
+from voicecache.errors import ScriptError
 from voicecache.settings import Settings
-from voicecache.warmup.script import ScriptError, read_script
+from voicecache.warmup.script import read_script
 
 
 @dataclass

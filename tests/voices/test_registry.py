@@ -14,8 +14,9 @@ import soundfile as sf
 from tests.conftest import LiveApp
 from tests.servers import MotoS3Server
 from tests.voice_samples import master_key, pcm_fingerprints, voice_like
+from voicecache.errors import DecryptionFailed
 from voicecache.settings import Settings
-from voicecache.voices.crypto import DecryptionFailed, Keyring, MasterKey
+from voicecache.voices.crypto import Keyring, MasterKey
 from voicecache.voices.sample import validate_sample
 
 

@@ -82,7 +82,8 @@ def warm(
         TimeRemainingColumn,
     )
 
-    from voicecache.warmup.script import ScriptError, read_script
+    from voicecache.errors import ScriptError
+    from voicecache.warmup.script import read_script
 
     settings = load_settings(config)
     if fmt is not None and fmt not in FORMATS:
@@ -133,7 +134,8 @@ async def _warm_with_target(
     done: Callable[[LineResult], None],
     script: Script,
 ) -> WarmReport:
-    from voicecache.warmup.runner import LocalTarget, RemoteTarget, ServerUnreachable, warm_lines
+    from voicecache.errors import ServerUnreachable
+    from voicecache.warmup.runner import LocalTarget, RemoteTarget, warm_lines
 
     async def go(target: Target) -> WarmReport:
         return await warm_lines(

@@ -15,11 +15,12 @@ from rich.console import Console
 from rich.table import Table
 
 from voicecache.cache.invalidation.feed import attach
-from voicecache.cache.invalidation.filter import InvalidFilter, PurgeFilter
+from voicecache.cache.invalidation.filter import PurgeFilter
 from voicecache.cache.invalidation.purge import PurgeReport, purge
 from voicecache.cache.tiers import TieredCache, build_tiers
 from voicecache.cli.main import ConfigOption, app, fail, load_settings, run
 from voicecache.cluster.purge_feed import build_feed
+from voicecache.errors import InvalidFilter
 from voicecache.security.audit import AuditLog, audit_path
 
 

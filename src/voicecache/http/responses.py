@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Send
 
+from voicecache.errors import RangeNotSatisfiable
 from voicecache.http.middleware.accesslog import note_result
 from voicecache.model import SpeechResult
 
@@ -81,10 +82,6 @@ def etag_matches(header: str | None, etag: str) -> bool:
         return True
     bare = etag.removeprefix("W/")
     return any(tag.strip().removeprefix("W/") == bare for tag in header.split(","))
-
-
-class RangeNotSatisfiable(Exception):
-    """The `Range` header asks for bytes outside the body."""
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

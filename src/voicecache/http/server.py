@@ -48,7 +48,8 @@ def check_bind_is_safe(settings: Settings) -> None:
     """Refuse to serve beyond loopback without API keys unless explicitly allowed."""
     if is_loopback(settings.host) or settings.allow_anonymous:
         return
-    from voicecache.security.auth import KeyStore, KeysUnavailable, keys_path
+    from voicecache.errors import KeysUnavailable
+    from voicecache.security.auth import KeyStore, keys_path
 
     try:
         if KeyStore(keys_path(settings)).configured:

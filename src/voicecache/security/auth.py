@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from voicecache.errors import ConfigError, Forbidden, Unauthorized, VoicecacheError
+from voicecache.errors import ConfigError, Forbidden, KeysUnavailable, Unauthorized
 from voicecache.fileio import atomic_write
 from voicecache.settings import Settings
 
@@ -45,12 +45,6 @@ KEY_PREFIX = "vck_"
 ANY_KEY = ""  # required_scope's answer for endpoints that need a key but no scope
 # Longer `Authorization` values are refused before any work (a key is ~60 characters).
 MAX_AUTHORIZATION_BYTES = 1024
-
-
-class KeysUnavailable(VoicecacheError):
-    """The keys file cannot be read: refuse requests (fail closed) rather than open up."""
-
-    status_code = 503
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from voicecache.errors import ConfigError, VoicecacheError
+from voicecache.errors import ConfigError, DecryptionFailed, EncryptionUnavailable
 from voicecache.settings import Settings
 
 MAGIC = b"VCE1"
@@ -43,18 +43,6 @@ _HEADER_LENGTH = struct.Struct(">H")
 _NONCE_BYTES = 12
 KEY_BYTES = 32
 _VERSION_KEY_INFO = b"voicecache voice version v1"
-
-
-class EncryptionUnavailable(VoicecacheError):
-    """No master key is configured, so samples cannot be stored (never in plain text)."""
-
-    status_code = 503
-
-
-class DecryptionFailed(VoicecacheError):
-    """A stored blob failed authentication: tampered, moved, or wrapped by an unknown key."""
-
-    status_code = 503
 
 
 @dataclass(frozen=True, slots=True)

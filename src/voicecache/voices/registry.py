@@ -37,10 +37,10 @@ from voicecache.cache.invalidation.filter import PurgeFilter
 from voicecache.cache.invalidation.purge import purge
 from voicecache.cache.service import BuiltinVoices
 from voicecache.cache.tiers.tiered import TieredCache
-from voicecache.errors import InvalidRequest, NotFound, UnknownVoice
+from voicecache.errors import DecryptionFailed, InvalidRequest, NotFound, UnknownVoice
 from voicecache.fileio import atomic_write
 from voicecache.model import VOICE_PATTERN, Engine, Reference, ResolvedVoice
-from voicecache.voices.crypto import DecryptionFailed, Keyring
+from voicecache.voices.crypto import Keyring
 from voicecache.voices.sample import Sample, decode_sample, validate_sample
 
 VOICE_ID_PATTERN = re.compile(r"^v-[0-9a-f]{16}$")

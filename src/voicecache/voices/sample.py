@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 
 from voicecache.codecs import Audio, resample
-from voicecache.errors import InvalidRequest, PayloadTooLarge
+from voicecache.errors import InvalidSample, PayloadTooLarge
 
 ACCEPTED_FORMATS = {"WAV": "wav", "FLAC": "flac", "MP3": "mp3", "OGG": "ogg"}
 _ANALYSIS_RATE = 16000
@@ -27,10 +27,6 @@ _FRAME = 640  # 40 ms at 16 kHz: two periods of a 50 Hz voice
 _HOP = 160  # 10 ms
 _MIN_HZ, _MAX_HZ = 60.0, 400.0
 _VOICED_CORRELATION = 0.45
-
-
-class InvalidSample(InvalidRequest):
-    """An upload that is not usable reference audio."""
 
 
 @dataclass(frozen=True, slots=True)

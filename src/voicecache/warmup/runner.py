@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 import httpx
 
 from voicecache.cache.service import Gateway
-from voicecache.errors import VoicecacheError
+from voicecache.errors import ServerUnreachable, VoicecacheError
 from voicecache.keys import normalize_text
 from voicecache.model import SpeechRequest
 from voicecache.settings import Settings
@@ -40,10 +40,6 @@ class Target(Protocol):
     """Where lines are warmed."""
 
     async def warm(self, line: ScriptLine) -> LineResult: ...
-
-
-class ServerUnreachable(Exception):
-    """The server given by `--url` cannot be reached at all."""
 
 
 def _outcome(status: str) -> Outcome:

@@ -22,12 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voicecache.errors import ScriptError
+
 COLUMNS = ("text", "voice", "emotion", "speed", "tags", "engine")
 _TAG_SPLIT = re.compile(r"[,;|]")
-
-
-class ScriptError(Exception):
-    """The file as a whole cannot be used (missing, unreadable, no `text` column…)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,12 +17,12 @@ from tests.cache.test_policy import Clock
 from tests.cli.test_cli import run_cli
 from tests.conftest import LiveApp
 from voicecache.bootstrap import build_gateway
-from voicecache.cache.invalidation.filter import InvalidFilter, PurgeFilter
+from voicecache.cache.invalidation.filter import PurgeFilter
 from voicecache.cache.invalidation.purge import purge
 from voicecache.cache.invalidation.sweeper import Sweeper, SweepLease
 from voicecache.cache.tiers import DiskTier, Entry, EntryMeta, MemoryTier, Tier, TieredCache
 from voicecache.cli.main import app
-from voicecache.errors import InvalidRequest
+from voicecache.errors import InvalidFilter, InvalidRequest
 from voicecache.model import SpeechRequest, checksum
 from voicecache.settings import Settings
 

@@ -14,17 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from voicecache.codecs import FORMATS
-from voicecache.errors import InvalidRequest
+from voicecache.errors import InvalidFilter
 from voicecache.model import TAG_PATTERN, VOICE_PATTERN, EntryMeta
-from voicecache.settings import parse_duration
+from voicecache.units import parse_duration
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
-
-
-class InvalidFilter(InvalidRequest):
-    """A purge filter that is missing, malformed or contradictory."""
-
-    status_code = 400
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from voicecache.circuit import CircuitBreaker
-from voicecache.errors import StorageError
+from voicecache.errors import CircuitOpen, StorageError
 from voicecache.model import Entry, EntryMeta, Tier, TierStats, read_header
 
 T = TypeVar("T")
@@ -49,10 +49,6 @@ RedisClient = aioredis.Redis | RedisCluster
 HEADER_PROBE = 64 * 1024
 _SCAN_BATCH = 200
 _BACKEND_ERRORS = (RedisError, OSError, TimeoutError)
-
-
-class CircuitOpen(StorageError):
-    """Redis is being skipped after repeated failures (raised only where a caller must know)."""
 
 
 def parse_redis_url(url: str, cluster: bool = False) -> tuple[str, bool]:

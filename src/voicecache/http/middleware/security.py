@@ -25,7 +25,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from voicecache.errors import InvalidRequest, PayloadTooLarge, VoicecacheError
+from voicecache.errors import InvalidRequest, PayloadTooLarge, RequestTimeout, VoicecacheError
 from voicecache.http.middleware.slowclients import (
     DEFAULT_MAX_HEADER_BYTES,
     HEADER_LIMIT_STATE,
@@ -47,10 +47,6 @@ from voicecache.settings import Settings
 _BODYLESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 _UPLOAD_METHODS = frozenset({"POST", "PUT"})
 UPLOAD_ENVELOPE_BYTES = 64 * 1024  # form fields and part headers around an uploaded file
-
-
-class RequestTimeout(VoicecacheError):
-    status_code = 408
 
 
 class SecurityMiddleware:
