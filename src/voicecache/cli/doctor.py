@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from voicecache.cli.main import ConfigOption, app, load_settings, run
+from voicecache.cli.common import ConfigOption, command, load_settings, run
 from voicecache.errors import StorageError
 from voicecache.settings import Settings
 
@@ -139,7 +139,7 @@ async def diagnose(settings: Settings) -> list[str]:
     return findings
 
 
-@app.command()
+@command
 def doctor(config: ConfigOption = None) -> None:
     """Check Redis (reachable, maxmemory, eviction policy) and S3 bucket access."""
     settings = load_settings(config)

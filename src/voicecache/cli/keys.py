@@ -19,16 +19,15 @@ from typing import Annotated
 
 import typer
 
-from voicecache.cli.main import ConfigOption, app, fail, load_settings
-from voicecache.errors import VoicecacheError
+from voicecache.cli.common import ConfigOption, command, fail, load_settings
 from voicecache.security.audit import AuditLog, audit_path
 from voicecache.security.auth import SCOPES, KeyStore, keys_path
 
 keys_app = typer.Typer(help="API keys and master-key rotation.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
 
 
 @keys_app.command("add")
+@command
 def add(
     tenant: Annotated[str, typer.Option(help="Tenant the key belongs to")],
     scope: Annotated[
@@ -38,10 +37,7 @@ def add(
 ) -> None:
     """Create a key; prints the key alone on stdout (it is stored only as a hash)."""
     settings = load_settings(config)
-    try:
-        token, record = KeyStore(keys_path(settings)).add(tenant, scope)
-    except VoicecacheError as exc:
-        fail(exc.detail, 2)
+    token, record = KeyStore(keys_path(settings)).add(tenant, scope)
     AuditLog(audit_path(settings)).record(
         "key.add", "cli", key=record.id, key_tenant=tenant, scopes=list(record.scopes)
     )
@@ -52,16 +48,14 @@ def add(
 
 
 @keys_app.command("list")
+@command
 def list_keys(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
     config: ConfigOption = None,
 ) -> None:
     """List keys: id, tenant, scopes, creation time (never the keys themselves)."""
     settings = load_settings(config)
-    try:
-        keys = KeyStore(keys_path(settings)).keys()
-    except VoicecacheError as exc:
-        fail(exc.detail, 2)
+    keys = KeyStore(keys_path(settings)).keys()
     if as_json:
         rows = [
             {"id": k.id, "tenant": k.tenant, "scopes": list(k.scopes), "created": k.created}
@@ -78,16 +72,14 @@ def list_keys(
 
 
 @keys_app.command("revoke")
+@command
 def revoke(
     key_id: Annotated[str, typer.Argument(help="Key id, as `keys list` shows it")],
     config: ConfigOption = None,
 ) -> None:
     """Revoke a key; running servers stop accepting it within a second."""
     settings = load_settings(config)
-    try:
-        found = KeyStore(keys_path(settings)).revoke(key_id)
-    except VoicecacheError as exc:
-        fail(exc.detail, 2)
+    found = KeyStore(keys_path(settings)).revoke(key_id)
     if found is None:
         fail(f"no key with id {key_id!r}")
     AuditLog(audit_path(settings)).record("key.revoke", "cli", key=key_id, key_tenant=found.tenant)
@@ -95,6 +87,7 @@ def revoke(
 
 
 @keys_app.command("generate-master-key")
+@command
 def generate_master_key() -> None:
     """Print a new random master key (base64, for VOICECACHE_MASTER_KEY)."""
     from voicecache.voices.crypto import MasterKey
@@ -103,18 +96,16 @@ def generate_master_key() -> None:
 
 
 @keys_app.command("rotate")
+@command
 def rotate(config: ConfigOption = None) -> None:
     """Re-wrap every voice sample's data key under the current master key
     (VOICECACHE_MASTER_KEY), reading older samples with VOICECACHE_MASTER_KEY_PREVIOUS."""
     settings = load_settings(config)
     from voicecache.bootstrap import build_voices
 
-    try:
-        store = build_voices(settings).store
-        current = store.keyring.require_current()
-        rewrapped, already, failed = store.rewrap_all()
-    except VoicecacheError as exc:
-        fail(exc.detail, 2 if exc.status_code == 500 else 1)
+    store = build_voices(settings).store
+    current = store.keyring.require_current()
+    rewrapped, already, failed = store.rewrap_all()
     AuditLog(audit_path(settings)).record(
         "master_key.rotate", "cli", key_id=current.key_id, rewrapped=rewrapped, failed=failed
     )

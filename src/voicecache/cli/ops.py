@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from voicecache.cli.main import ConfigOption, app, fail, load_settings, run, speech_request
+from voicecache.cli.common import ConfigOption, command, fail, load_settings, run, speech_request
 from voicecache.codecs import FORMATS
 from voicecache.settings import Settings
 
@@ -60,7 +60,7 @@ def _client(url: str, api_key: str | None, timeout: float) -> httpx.AsyncClient:
 # -- warm ----------------------------------------------------------------------------------------
 
 
-@app.command()
+@command
 def warm(
     file: Annotated[Path, typer.Argument(help="CSV, JSON lines (.jsonl) or plain text file")],
     url: UrlOption = None,
@@ -82,16 +82,12 @@ def warm(
         TimeRemainingColumn,
     )
 
-    from voicecache.errors import ScriptError
     from voicecache.warmup.script import read_script
 
     settings = load_settings(config)
     if fmt is not None and fmt not in FORMATS:
         fail(f"--format must be one of: {', '.join(FORMATS)}", 2)
-    try:
-        script = read_script(file)
-    except ScriptError as exc:
-        fail(str(exc), 2)
+    script = read_script(file)  # ScriptError: exit 2
     if not script.lines and not script.bad:
         fail(f"{file} holds no lines to warm", 2)
 
@@ -134,7 +130,6 @@ async def _warm_with_target(
     done: Callable[[LineResult], None],
     script: Script,
 ) -> WarmReport:
-    from voicecache.errors import ServerUnreachable
     from voicecache.warmup.runner import LocalTarget, RemoteTarget, warm_lines
 
     async def go(target: Target) -> WarmReport:
@@ -150,10 +145,7 @@ async def _warm_with_target(
     if url is not None:
         async with _client(url, api_key, settings.client_timeout) as client:
             remote = RemoteTarget(client, settings, fmt)
-            try:
-                await remote.check()
-            except ServerUnreachable as exc:
-                fail(str(exc))
+            await remote.check()  # ServerUnreachable: exit 1
             return await go(remote)
     from voicecache.bootstrap import open_gateway
 
@@ -183,7 +175,7 @@ def _print_warm_report(report: WarmReport, url: str | None) -> None:
 # -- stats ---------------------------------------------------------------------------------------
 
 
-@app.command()
+@command
 def stats(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
@@ -361,7 +353,7 @@ def _print_local_stats(data: dict[str, Any]) -> None:
 # -- inspect -------------------------------------------------------------------------------------
 
 
-@app.command()
+@command
 def inspect(
     key: Annotated[str | None, typer.Argument(help="A cache key (X-Cache-Key)")] = None,
     text: Annotated[str | None, typer.Option("--text", help="Text, instead of a key")] = None,

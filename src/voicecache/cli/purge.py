@@ -18,13 +18,12 @@ from voicecache.cache.invalidation.feed import attach
 from voicecache.cache.invalidation.filter import PurgeFilter
 from voicecache.cache.invalidation.purge import PurgeReport, purge
 from voicecache.cache.tiers import TieredCache, build_tiers
-from voicecache.cli.main import ConfigOption, app, fail, load_settings, run
+from voicecache.cli.common import ConfigOption, command, fail, load_settings, run
 from voicecache.cluster.purge_feed import build_feed
-from voicecache.errors import InvalidFilter
 from voicecache.security.audit import AuditLog, audit_path
 
 
-@app.command("purge")
+@command
 def purge_command(
     key: Annotated[str | None, typer.Option(help="A cache key (optionally .format)")] = None,
     voice: Annotated[str | None, typer.Option(help="Every entry of this voice")] = None,
@@ -43,20 +42,17 @@ def purge_command(
     """Remove cached audio matching every given filter; prints entries and bytes per tier."""
     settings = load_settings(config)
 
-    try:
-        flt = PurgeFilter.create(
-            now=time.time(),
-            key=key,
-            voice=voice,
-            tag=tag,
-            engine=engine,
-            model_version=model_version,
-            older_than=older_than,
-            expired=expired,
-            all_entries=everything,
-        )
-    except InvalidFilter as exc:
-        fail(exc.detail, 2)
+    flt = PurgeFilter.create(
+        now=time.time(),
+        key=key,
+        voice=voice,
+        tag=tag,
+        engine=engine,
+        model_version=model_version,
+        older_than=older_than,
+        expired=expired,
+        all_entries=everything,
+    )
 
     async def work() -> PurgeReport:
         cache = TieredCache(build_tiers(settings))

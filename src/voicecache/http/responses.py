@@ -21,14 +21,22 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Message, Send
+from starlette.types import Message, Scope, Send
 
 from voicecache.errors import RangeNotSatisfiable
-from voicecache.http.middleware.accesslog import note_result
 from voicecache.model import SpeechResult
 
 # Pinned audio never expires; a year is the longest max-age caches honour in practice.
 PINNED_MAX_AGE = 365 * 86400
+
+# Audio responses leave their `SpeechResult` in the ASGI scope under this key, so the access
+# log (the outermost middleware) can say what was served: a dict store, free on the hit path.
+RESULT_SCOPE_KEY = "voicecache.result"
+
+
+def note_result(scope: Scope, result: SpeechResult) -> None:
+    """Record what an audio response served, for the access log line."""
+    scope[RESULT_SCOPE_KEY] = result
 
 
 def cache_control(result: SpeechResult, now: float) -> str:

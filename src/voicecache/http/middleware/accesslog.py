@@ -29,10 +29,10 @@ from typing import Literal, TextIO
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from voicecache.http.responses import RESULT_SCOPE_KEY
 from voicecache.model import SpeechResult
 from voicecache.settings import Settings
 
-RESULT_SCOPE_KEY = "voicecache.result"
 KEY_PREFIX = 12
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
@@ -40,11 +40,6 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 def access_log_enabled(settings: Settings) -> bool:
     """Whether `settings` ask for access log lines (on, and a log level of INFO or lower)."""
     return settings.access_log and settings.log_level.strip().lower() in ("trace", "debug", "info")
-
-
-def note_result(scope: Scope, result: SpeechResult) -> None:
-    """Record what an audio response served, for the access log line."""
-    scope[RESULT_SCOPE_KEY] = result
 
 
 class AccessLog:

@@ -30,8 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voicecache.cache.service import Gateway
 from voicecache.errors import VoicecacheError
-from voicecache.http.middleware.accesslog import note_result
-from voicecache.http.responses import cache_headers
+from voicecache.http.responses import cache_headers, note_result
 from voicecache.model import SpeechRequest, SpeechResult
 
 _AUDIO_PATH = re.compile(r"^/v1/audio/([0-9a-f]{64})\.(wav|flac|mp3|opus|pcm)$")

@@ -1,0 +1,53 @@
+"""`voicecache serve`: the HTTP API under uvicorn, one or more worker processes."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from voicecache.cli.common import ConfigOption, command, load_settings
+
+
+@command
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve the HTTP API (default http://127.0.0.1:8080)."""
+    import uvicorn
+
+    settings = load_settings(config, host=host, port=port, workers=workers)
+    from voicecache.http.server import check_bind_is_safe
+
+    check_bind_is_safe(settings)  # ConfigError: exit 2
+    # Worker processes build their own settings from the environment: hand them ours.
+    os.environ.update(
+        {
+            f"VOICECACHE_{name.upper()}": str(value)
+            for name, value in {"host": host, "port": port, "workers": workers}.items()
+            if value is not None
+        }
+    )
+    if config is not None:
+        os.environ["VOICECACHE_CONFIG"] = str(config)
+    from voicecache.http.middleware.slowclients import HeaderDeadlineProtocol
+
+    # Slow clients: headers must arrive within client_timeout (HeaderDeadlineProtocol), bodies
+    # too (security middleware, 408); idle keep-alive connections close after 30 s.
+    uvicorn.run(
+        "voicecache.http.server:app_from_environment",
+        http=HeaderDeadlineProtocol,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_keep_alive=30,
+        limit_concurrency=None,
+        timeout_graceful_shutdown=10,
+    )
