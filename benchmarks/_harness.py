@@ -236,7 +236,7 @@ def fake_reset(url: str, latency: float) -> None:
 
 
 def available_tiers() -> list[str]:
-    from voicecache.cache.tiers import TIER_BUILDERS
+    from voicecache.bootstrap import TIER_BUILDERS
 
     return sorted(TIER_BUILDERS)
 

@@ -15,8 +15,10 @@ import pytest
 from fastapi import FastAPI
 
 from tests.servers import UvicornThread
+from voicecache.bootstrap import Services
 from voicecache.cache.service import Gateway
 from voicecache.http.app import create_app
+from voicecache.http.state import services_of
 from voicecache.settings import Settings
 
 pytest_plugins = ["tests.fixtures_servers"]
@@ -38,8 +40,12 @@ class LiveApp:
         self.client = httpx.Client(base_url=server.url, timeout=30)
 
     @property
+    def services(self) -> Services:
+        return services_of({"app": self.app})
+
+    @property
     def gateway(self) -> Gateway:
-        return self.app.state.gateway  # type: ignore[no-any-return]
+        return self.services.gateway
 
     def engine_calls(self, name: str = "espeak") -> int:
         return self.gateway.engines[name].calls

@@ -1,7 +1,14 @@
-"""Composition: build a `Gateway` and its parts from `Settings`.
+"""The composition root: `build(settings)` constructs every part of voicecache exactly once.
 
-The API and the CLI both call `build_gateway`, so a line warmed from the CLI and a line served
-over HTTP go through the same core and land in the same cache.
+Settings are read here (and at the edges: the HTTP app, the CLI), never below: every other
+module receives plain values and the parts it works with. The HTTP app and the CLI both build
+through `build`, so a line warmed from the CLI and a line served over HTTP go through the same
+core and land in the same cache.
+
+What is built, bottom up: engines, tiers, the tiered cache and its policy, the voice registry,
+rate limits, the cross-replica fill lock, the purge feed (attached to the cache, so every purge
+is announced), the sweeper and purge follower (started only by a server), API keys, the
+authenticator, the audit log and the metrics. Tiers and clients open lazily on first use.
 """
 
 from __future__ import annotations
@@ -9,73 +16,177 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
+from voicecache.cache.invalidation.feed import PurgeFollower, attach
+from voicecache.cache.invalidation.maintenance import Maintenance
+from voicecache.cache.invalidation.sweeper import Sweeper
 from voicecache.cache.policy import Policy
 from voicecache.cache.service import Gateway
-from voicecache.cache.tiers import TieredCache, build_tiers
+from voicecache.cache.tiers import DiskTier, MemoryTier, Tier, TieredCache
+from voicecache.circuit import CircuitBreaker
+from voicecache.cluster.purge_feed import build_feed
 from voicecache.engines import EngineSpec, build_engines
 from voicecache.errors import ConfigError
 from voicecache.observability.metrics import Metrics
-from voicecache.security.ratelimit import build_rate_limits
+from voicecache.security.audit import AuditLog
+from voicecache.security.auth import Authenticator, KeyStore
+from voicecache.security.exposure import is_loopback
+from voicecache.security.ratelimit import LocalCounters, RateLimits, RedisCounters
 from voicecache.settings import Settings
 from voicecache.voices.crypto import Keyring
 from voicecache.voices.registry import VoiceRegistry, VoiceStore
 
+Clock = Callable[[], float]
 
-def build_gateway(settings: Settings, clock: Callable[[], float] = time.time) -> Gateway:
-    """A ready gateway for `settings` (tiers open lazily on first use)."""
-    engines = build_engines(engine_specs(settings), default=settings.engine)
+
+@dataclass
+class Services:
+    """Every part of one voicecache process, built once by `build`.
+
+    The HTTP app keeps it as `app.state.services` (read through `http/state.py`); CLI commands
+    get it from `open_services`. `start` runs the background work a server needs; `aclose`
+    closes everything that holds connections, files or tasks.
+    """
+
+    settings: Settings
+    gateway: Gateway
+    voices: VoiceRegistry
+    metrics: Metrics
+    keys: KeyStore
+    authenticator: Authenticator
+    audit: AuditLog
+    rate_limits: RateLimits | None
+    maintenance: Maintenance
+
+    def start(self) -> None:
+        """Start the sweeper and the purge follower in the running event loop (servers only)."""
+        self.maintenance.start()
+
+    async def aclose(self) -> None:
+        await self.maintenance.stop()
+        await self.gateway.aclose()
+
+
+def build(settings: Settings, *, clock: Clock = time.time) -> Services:
+    """Every part for `settings`, wired together; nothing connects until first use."""
     cache = TieredCache(build_tiers(settings), clock=clock)
-    policy = Policy(
-        default_ttl=settings.default_ttl,
-        grace=settings.grace,
-        rules=settings.ttl_rules,
-        popularity_hits=settings.popularity_hits,
-        popularity_factor=settings.popularity_factor,
-        clock=clock,
-    )
-    fill_lock = None
-    if "redis" in settings.tiers:  # coalesce misses across replicas sharing this Redis
-        from voicecache.cluster.fill_lock import fill_lock_for
-
-        fill_lock = fill_lock_for(cache.tiers, settings.lock_ttl, settings.lock_wait)
-    return Gateway(
-        engines=engines,
+    voices = build_voices(settings, clock)
+    rate_limits = build_rate_limits(settings)
+    metrics = Metrics(price_per_million_chars=settings.price_per_million_chars)
+    gateway = Gateway(
+        engines=build_engines(engine_specs(settings), default=settings.engine),
         default_engine=settings.engine,
         cache=cache,
-        policy=policy,
-        voices=build_voices(settings, clock),
-        admission=build_rate_limits(settings),
+        policy=Policy(
+            default_ttl=settings.default_ttl,
+            grace=settings.grace,
+            rules=settings.ttl_rules,
+            popularity_hits=settings.popularity_hits,
+            popularity_factor=settings.popularity_factor,
+            clock=clock,
+        ),
+        voices=voices,
+        admission=rate_limits,
         storage_codec=settings.storage_codec,
-        observer=Metrics(price_per_million_chars=settings.price_per_million_chars),
+        observer=metrics,
         clock=clock,
-        fill_lock=fill_lock,
+        fill_lock=_fill_lock(settings, cache),
         stale_while_revalidate=settings.stale_while_revalidate,
     )
-
-
-def build_voices(settings: Settings, clock: Callable[[], float] = time.time) -> VoiceRegistry:
-    """The voice registry: encrypted samples under `data_dir/voices/`."""
-    store = VoiceStore(
-        settings.data_dir / "voices",
-        Keyring.from_settings(settings),
-        max_upload_bytes=settings.max_upload_bytes,
-        max_upload_seconds=settings.max_upload_seconds,
-        clock=clock,
+    # Every purge of this cache (admin API, CLI, voice erasure) is announced to the other
+    # processes on the host (file) and, with Redis, to every replica.
+    feed = attach(cache, build_feed(settings.data_dir, cache.tiers))
+    maintenance = Maintenance(
+        gateway,
+        Sweeper.for_gateway(gateway, settings.sweep_interval, settings.data_dir),
+        PurgeFollower(cache, feed, settings.purge_poll_interval),
     )
-    return VoiceRegistry(store, default_voice=settings.default_voice)
+    keys = KeyStore(settings.keys_path)
+    return Services(
+        settings=settings,
+        gateway=gateway,
+        voices=voices,
+        metrics=metrics,
+        keys=keys,
+        authenticator=Authenticator(
+            keys, allow_anonymous=settings.allow_anonymous, public=not is_loopback(settings.host)
+        ),
+        audit=AuditLog(settings.audit_path),
+        rate_limits=rate_limits,
+        maintenance=maintenance,
+    )
 
 
 @asynccontextmanager
-async def open_gateway(
-    settings: Settings, clock: Callable[[], float] = time.time
-) -> AsyncIterator[Gateway]:
-    """A gateway for one CLI command: built from `settings`, closed however the command ends."""
-    gateway = build_gateway(settings, clock)
+async def open_services(settings: Settings, *, clock: Clock = time.time) -> AsyncIterator[Services]:
+    """The parts for one CLI command: built from `settings`, closed however the command ends."""
+    services = build(settings, clock=clock)
     try:
-        yield gateway
+        yield services
     finally:
-        await gateway.aclose()
+        await services.aclose()
+
+
+# -- tiers -------------------------------------------------------------------------------------
+
+
+def _memory(settings: Settings) -> Tier:
+    return MemoryTier(settings.memory_bytes, settings.memory_policy)
+
+
+def _disk(settings: Settings) -> Tier:
+    return DiskTier(settings.cache_dir, settings.disk_bytes)
+
+
+def _redis(settings: Settings) -> Tier:
+    from voicecache.cache.tiers.redis import RedisTier
+
+    if not settings.redis_url:
+        raise ConfigError("tier 'redis' needs VOICECACHE_REDIS_URL (redis://host:6379/0)")
+    return RedisTier(
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        prefix=settings.redis_prefix,
+        timeout=settings.redis_timeout,
+        breaker=CircuitBreaker(failures=3, cooldown=settings.redis_breaker_cooldown),
+    )
+
+
+def _s3(settings: Settings) -> Tier:
+    from voicecache.cache.tiers.s3 import S3Tier
+
+    if not settings.s3_bucket:
+        raise ConfigError("tier 's3' needs VOICECACHE_S3_BUCKET")
+    return S3Tier(
+        settings.s3_bucket,
+        prefix=settings.s3_prefix,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+    )
+
+
+# Tier names in `VOICECACHE_TIERS`, fastest first; remote backends are imported lazily so the
+# embedded default needs no Redis or S3 client.
+TIER_BUILDERS: dict[str, Callable[[Settings], Tier]] = {
+    "memory": _memory,
+    "disk": _disk,
+    "redis": _redis,
+    "s3": _s3,
+}
+
+
+def build_tiers(settings: Settings) -> list[Tier]:
+    """The tiers named in `settings.tiers`, in order."""
+    tiers: list[Tier] = []
+    for name in settings.tiers:
+        builder = TIER_BUILDERS.get(name)
+        if builder is None:
+            raise ConfigError(
+                f"unknown tier {name!r}; known tiers: {', '.join(sorted(TIER_BUILDERS))}"
+            )
+        tiers.append(builder(settings))
+    return tiers
 
 
 # -- engines: settings → EngineSpec -------------------------------------------------------------
@@ -130,3 +241,47 @@ def engine_specs(settings: Settings) -> dict[str, EngineSpec]:
             breaker_cooldown=config.breaker_cooldown,
         )
     return specs
+
+
+# -- the rest ----------------------------------------------------------------------------------
+
+
+def _fill_lock(settings: Settings, cache: TieredCache):  # type: ignore[no-untyped-def]
+    """A fill lock shared through Redis, so replicas coalesce misses too (None without Redis)."""
+    if "redis" not in settings.tiers:
+        return None
+    from voicecache.cluster.fill_lock import fill_lock_for
+
+    return fill_lock_for(cache.tiers, settings.lock_ttl, settings.lock_wait)
+
+
+def build_voices(settings: Settings, clock: Clock = time.time) -> VoiceRegistry:
+    """The voice registry: samples encrypted under the master key in `data_dir/voices/`."""
+    store = VoiceStore(
+        settings.data_dir / "voices",
+        Keyring.load(settings.master_key, settings.master_key_file, settings.master_key_previous),
+        max_upload_bytes=settings.max_upload_bytes,
+        max_upload_seconds=settings.max_upload_seconds,
+        clock=clock,
+    )
+    return VoiceRegistry(store, default_voice=settings.default_voice)
+
+
+def build_rate_limits(settings: Settings) -> RateLimits | None:
+    """The limits of `settings`, shared through Redis when `redis_url` is set; None when no
+    limit is configured."""
+    if settings.rate_limit_rps <= 0 and settings.rate_limit_chars_per_minute <= 0:
+        return None
+    counters: LocalCounters | RedisCounters = LocalCounters()
+    if settings.redis_url:
+        from voicecache.cache.tiers.redis import make_client
+
+        client = make_client(
+            settings.redis_url, cluster=settings.redis_cluster, timeout=settings.redis_timeout
+        )
+        counters = RedisCounters(
+            client,
+            settings.redis_prefix,
+            breaker=CircuitBreaker(failures=3, cooldown=settings.redis_breaker_cooldown),
+        )
+    return RateLimits(settings.rate_limit_rps, settings.rate_limit_chars_per_minute, counters)

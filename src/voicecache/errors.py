@@ -8,6 +8,7 @@ place (`cli/common.py`), printing `detail` as one readable line.
     │   ├── UnknownVoice             422     1
     │   ├── UnknownEmotion           422     1
     │   ├── InvalidSample            422     1    an upload that is not usable audio
+    │   ├── MalformedJson            400     1    a body that is not JSON at all
     │   └── InvalidFilter            400     2    a purge filter that cannot work
     ├── ScriptError                  422     2    a warm-up script file that cannot be read
     ├── NotFound                     404     1
@@ -58,6 +59,10 @@ class UnknownEmotion(InvalidRequest):
 
 class InvalidSample(InvalidRequest):
     """An upload that is not usable reference audio."""
+
+
+class MalformedJson(InvalidRequest):
+    status_code = 400
 
 
 class InvalidFilter(InvalidRequest):

@@ -243,6 +243,16 @@ class Settings(BaseSettings):
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
 
+    @property
+    def keys_path(self) -> Path:
+        """Where the API keys file is: `keys_file`, else `data_dir/keys.json`."""
+        return self.keys_file or self.data_dir / "keys.json"
+
+    @property
+    def audit_path(self) -> Path:
+        """Where the audit log is: `audit_log`, else `data_dir/audit.log`."""
+        return self.audit_log or self.data_dir / "audit.log"
+
     def engine_configs(self) -> dict[str, EngineConfig]:
         """All configured engines by name: the flat `VOICECACHE_<ENGINE>_*` settings plus
         `[engines.NAME]` tables. The embedded espeak engine is always available."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers import RedisServer
-from voicecache.bootstrap import build_gateway
+from voicecache.bootstrap import build
 from voicecache.cache.tiers.redis import RedisTier
 from voicecache.circuit import CircuitBreaker
 from voicecache.cluster.fill_lock import RedisFillLock
@@ -136,7 +136,7 @@ async def test_two_gateways_sharing_redis_call_the_engine_once(
     settings = Settings(
         data_dir=tmp_path, tiers="memory,redis", redis_url=redis_url, redis_timeout=2.0
     )
-    gateways = [build_gateway(settings), build_gateway(settings)]
+    gateways = [build(settings).gateway, build(settings).gateway]
     assert all(g.fill_lock is not None for g in gateways)
     request = SpeechRequest.create(text="One line, many replicas.", voice="en", format="mp3")
     try:

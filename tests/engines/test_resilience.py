@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import LiveApp
 from tests.fixtures_servers import FakeEngineServer
-from voicecache.bootstrap import build_gateway
+from voicecache.bootstrap import build
 from voicecache.engines.emotivoice import EmotiVoiceEngine
 from voicecache.engines.openai import OpenAIEngine
 from voicecache.engines.resilience import ResilienceConfig, ResilientEngine
@@ -416,8 +416,7 @@ def test_stale_is_served_when_the_engine_fails(
     settings = _emotivoice_settings(
         tmp_path, fake_emotivoice, engine_retries=1, default_ttl=60, grace=3600
     )
-    gateway = build_gateway(settings, clock=lambda: now[0])
-    live = serve(settings, gateway=gateway)
+    live = serve(settings, services=build(settings, clock=lambda: now[0]))
     line = {"text": "stale but fine", "voice": "8051"}
     fresh = live.client.post("/tts", json=line)
     now[0] += 120  # expired, within grace

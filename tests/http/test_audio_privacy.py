@@ -10,7 +10,7 @@ import httpx
 
 from tests.conftest import LiveApp
 from tests.security.test_auth import LINE, bearer
-from voicecache.security.auth import KeyStore, keys_path
+from voicecache.security.auth import KeyStore
 from voicecache.settings import Settings
 
 
@@ -36,7 +36,7 @@ def every_path(live: LiveApp, token: str) -> list[httpx.Response]:
 def test_audio_fetched_with_a_key_is_private(
     serve: Callable[..., LiveApp], settings: Settings
 ) -> None:
-    token, _ = KeyStore(keys_path(settings)).add("acme", ["speak"])
+    token, _ = KeyStore(settings.keys_path).add("acme", ["speak"])
     live = serve(settings)
     for response in every_path(live, token):
         assert response.status_code in (200, 206), response.text
@@ -49,7 +49,7 @@ def test_audio_fetched_with_a_key_is_private(
 def test_the_operator_may_make_keyed_audio_public(
     serve: Callable[..., LiveApp], settings: Settings
 ) -> None:
-    token, _ = KeyStore(keys_path(settings)).add("acme", ["speak"])
+    token, _ = KeyStore(settings.keys_path).add("acme", ["speak"])
     live = serve(Settings(data_dir=settings.data_dir, public_audio="true"))
     for response in every_path(live, token):
         assert response.headers["cache-control"].startswith("public, max-age=")

@@ -17,7 +17,7 @@ from tests.servers import UvicornThread
 from tests.voice_samples import master_key, voice_like
 from voicecache.http.app import create_app
 from voicecache.http.middleware.slowclients import HeaderDeadlineProtocol
-from voicecache.security.auth import KeyStore, keys_path
+from voicecache.security.auth import KeyStore
 from voicecache.settings import Settings
 
 
@@ -130,7 +130,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violations(
     serve: Callable[..., LiveApp], settings: Settings, tmp_path: Path
 ) -> None:
     secured = settings.model_copy(update={"master_key": master_key()})
-    token, _ = KeyStore(keys_path(secured)).add("ops", ["speak", "voices", "admin"])
+    token, _ = KeyStore(secured.keys_path).add("ops", ["speak", "voices", "admin"])
     live = serve(secured)
     cli = Path(sys.executable).with_name("schemathesis")
     result = subprocess.run(

@@ -14,7 +14,7 @@ import pytest
 from tests.cache.test_policy import Clock
 from tests.conftest import LiveApp
 from tests.fixtures_servers import FakeEngineServer
-from voicecache.bootstrap import build_gateway
+from voicecache.bootstrap import build
 from voicecache.cache.tiers import DiskTier
 from voicecache.model import EntryMeta
 from voicecache.settings import Settings, TtlRule
@@ -23,7 +23,7 @@ LINE = {"text": "The tower has fallen.", "voice": "en"}
 
 
 def start(serve: Callable[..., LiveApp], settings: Settings, clock: Clock) -> LiveApp:
-    return serve(settings, gateway=build_gateway(settings, clock=clock))
+    return serve(settings, services=build(settings, clock=clock))
 
 
 def header(live: LiveApp, key: str, fmt: str = "wav") -> EntryMeta | None:

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import LiveApp
 from tests.security.test_auth import bearer, speak, upload
 from tests.voice_samples import master_key
-from voicecache.bootstrap import build_gateway
+from voicecache.bootstrap import build
 from voicecache.http.responses import (
     PINNED_MAX_AGE,
     RangeNotSatisfiable,
@@ -20,7 +20,7 @@ from voicecache.http.responses import (
     parse_range,
 )
 from voicecache.model import EntryMeta, SpeechResult
-from voicecache.security.auth import KeyStore, keys_path
+from voicecache.security.auth import KeyStore
 from voicecache.settings import Settings
 
 LINE = {"text": "Range requests keep Safari happy.", "voice": "en"}
@@ -167,8 +167,8 @@ def test_max_age_counts_down_with_the_clock(
     serve: Callable[..., LiveApp], settings: Settings
 ) -> None:
     now = [1_000_000.0]
-    gateway = build_gateway(settings.model_copy(update={"default_ttl": 3600}), clock=lambda: now[0])
-    live = serve(settings, gateway=gateway)
+    settings = settings.model_copy(update={"default_ttl": 3600})
+    live = serve(settings, services=build(settings, clock=lambda: now[0]))
     key = live.client.post("/tts", json=LINE).headers["x-cache-key"]
     now[0] += 600
     response = live.client.get(f"/v1/audio/{key}.wav")
@@ -179,7 +179,7 @@ def test_private_voice_audio_by_key_is_private_and_only_for_its_tenant(
     serve: Callable[..., LiveApp], settings: Settings
 ) -> None:
     secured_settings = settings.model_copy(update={"master_key": master_key()})
-    store = KeyStore(keys_path(secured_settings))
+    store = KeyStore(secured_settings.keys_path)
     keys = {"a": store.add("acme", ["speak", "voices"])[0], "b": store.add("globex", ["speak"])[0]}
     secured = serve(secured_settings)
     voice = upload(secured, keys["a"])

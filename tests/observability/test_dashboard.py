@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import LiveApp
 from tests.observability.test_metrics import scrape
-from voicecache.security.auth import KeyStore, keys_path
+from voicecache.security.auth import KeyStore
 from voicecache.settings import Settings
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -168,7 +168,7 @@ def test_dashboard_in_headless_chromium_matches_metrics(live: LiveApp, tmp_path:
 def test_with_api_keys_the_data_needs_the_admin_scope(
     serve: Callable[..., LiveApp], settings: Settings, tmp_path: Path
 ) -> None:
-    store = KeyStore(keys_path(settings))
+    store = KeyStore(settings.keys_path)
     admin, _ = store.add("ops", ["admin"])
     speaker, _ = store.add("acme", ["speak"])
     live = serve(settings)

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from tests.cli.test_cli import run_cli
 from tests.conftest import LiveApp
 from tests.security.test_auth import LINE, cli_in_process
-from voicecache.security.audit import AuditLog, audit_path
+from voicecache.security.audit import AuditLog
 from voicecache.settings import Settings, parse_duration
 
 HUGE = "9" * 400
@@ -36,7 +36,7 @@ def test_cli_purges_are_audited(settings: Settings) -> None:
     assert said.exit_code == 0, said.output
     purged = run_cli("purge", "--voice", "en", "--older-than", "0s", data_dir=settings.data_dir)
     assert purged.returncode == 0, purged.stderr
-    (record,) = AuditLog(audit_path(settings)).read()
+    (record,) = AuditLog(settings.audit_path).read()
     assert record["action"] == "cache.purge" and record["actor"] == "cli"
     assert record["filter"] == {"voice": "en", "older_than": 0.0}
     assert record["entries"] >= 1
@@ -54,7 +54,7 @@ def test_an_endless_older_than_is_refused(
     assert cli.exit_code == 2 and cli.stderr.strip().count("\n") == 0
     assert "older_than" in cli.stderr
     for line in (
-        audit_path(settings).read_text().splitlines() if audit_path(settings).exists() else []
+        settings.audit_path.read_text().splitlines() if settings.audit_path.exists() else []
     ):
         strict(line)
 

@@ -18,8 +18,8 @@ from tests.voice_samples import master_key, voice_like
 from voicecache.cli.main import app as cli_app
 from voicecache.errors import ConfigError
 from voicecache.http.server import check_bind_is_safe
-from voicecache.security.audit import AuditLog, audit_path
-from voicecache.security.auth import KeyStore, keys_path
+from voicecache.security.audit import AuditLog
+from voicecache.security.auth import KeyStore
 from voicecache.settings import Settings
 
 LINE = {"text": "Victory is ours!", "voice": "en"}
@@ -51,7 +51,7 @@ def vsettings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def keys(vsettings: Settings) -> dict[str, str]:
-    store = KeyStore(keys_path(vsettings))
+    store = KeyStore(vsettings.keys_path)
     made = {
         "a": store.add("acme", ["speak", "voices"])[0],
         "b": store.add("globex", ["speak", "voices"])[0],
@@ -98,13 +98,13 @@ def test_cli_adds_lists_and_revokes_keys_on_a_running_server(
     assert added.returncode == 0, added.stderr
     token = added.stdout.strip()
     assert added.stdout == token + "\n" and token.startswith("vck_")
-    stored = keys_path(settings).read_text()
+    stored = settings.keys_path.read_text()
     assert token not in stored and "sha256" in stored
 
     wait_for(lambda: live.client.post("/tts", json=LINE).status_code == 401)
     assert live.client.post("/tts", json=LINE, headers=bearer(token)).status_code == 200
 
-    other, _ = KeyStore(keys_path(settings)).add("acme", ["speak"])
+    other, _ = KeyStore(settings.keys_path).add("acme", ["speak"])
     listed = cli_in_process("keys", "list", "--json", data_dir=settings.data_dir)
     row, _ = json.loads(listed.stdout)
     assert row["tenant"] == "acme" and row["scopes"] == ["speak", "voices"]
@@ -123,7 +123,7 @@ def test_cli_adds_lists_and_revokes_keys_on_a_running_server(
     )
     assert bad.exit_code == 2 and "unknown scope" in bad.stderr
 
-    actions = [record["action"] for record in AuditLog(audit_path(settings)).read()]
+    actions = [record["action"] for record in AuditLog(settings.audit_path).read()]
     assert actions == ["key.add", "key.revoke"]
 
 
@@ -205,7 +205,7 @@ def test_admin_erases_another_tenants_voice_and_it_is_audited(
     assert erased.status_code == 200, erased.text
     assert erased.json()["erased_entries"] >= 2
     assert speak(secured, keys["a"], voice).status_code == 404
-    records = AuditLog(audit_path(vsettings)).read()
+    records = AuditLog(vsettings.audit_path).read()
     deletion = next(r for r in records if r["action"] == "voice.delete")
     assert deletion["voice"] == voice and deletion["owner"] == "acme"
     assert deletion["tenant"] == "ops" and deletion["by_admin"] is True
@@ -215,7 +215,7 @@ def test_admin_erases_another_tenants_voice_and_it_is_audited(
     assert denied.status_code == 403
     purged = secured.client.delete("/admin/cache?voice=en", headers=bearer(keys["admin"]))
     assert purged.status_code == 200 and purged.json()["entries"] >= 2
-    last = AuditLog(audit_path(vsettings)).read()[-1]
+    last = AuditLog(vsettings.audit_path).read()[-1]
     assert last["action"] == "cache.purge" and last["key_id"] and last["filter"] == {"voice": "en"}
 
 
@@ -301,7 +301,7 @@ def test_bind_safety_follows_the_keys_file(settings: Settings, tmp_path: Path) -
     public = settings.model_copy(update={"host": "0.0.0.0"})
     with pytest.raises(ConfigError, match="VOICECACHE_ALLOW_ANONYMOUS"):
         check_bind_is_safe(public)
-    store = KeyStore(keys_path(settings))
+    store = KeyStore(settings.keys_path)
     _, record = store.add("acme", ["speak"])
     check_bind_is_safe(public)
     store.revoke(record.id)  # the file remains, but holds no key
@@ -314,8 +314,8 @@ def test_bind_safety_follows_the_keys_file(settings: Settings, tmp_path: Path) -
 
 
 def test_a_broken_keys_file_fails_closed(serve: Callable[..., LiveApp], settings: Settings) -> None:
-    keys_path(settings).parent.mkdir(parents=True, exist_ok=True)
-    keys_path(settings).write_text("{not json")
+    settings.keys_path.parent.mkdir(parents=True, exist_ok=True)
+    settings.keys_path.write_text("{not json")
     live = serve(settings)
     response = live.client.post("/tts", json=LINE)
     assert response.status_code == 503 and "keys file" in response.json()["detail"]
@@ -333,7 +333,7 @@ def test_voices_uploaded_before_keys_stay_private_on_every_path(
     assert live.client.post("/tts", json=line).headers["x-cache"] == "MISS"
     assert live.client.post("/tts", json=line).headers["x-cache-tier"] == "memory"
 
-    token, _ = KeyStore(keys_path(vsettings)).add("acme", ["speak"])
+    token, _ = KeyStore(vsettings.keys_path).add("acme", ["speak"])
     wait_for(lambda: live.client.post("/tts", json=line).status_code == 401)
     # The fast lane answers memory hits: it must resolve the voice for the caller's tenant.
     assert speak(live, token, anonymous, line["text"]).status_code == 404

@@ -10,8 +10,9 @@ import pytest
 from tests.conftest import LiveApp
 from tests.security.test_auth import LINE, bearer, wait_for
 from voicecache.errors import ConfigError, Unauthorized
-from voicecache.http.server import check_bind_is_safe, is_loopback
-from voicecache.security.auth import Authenticator, KeyStore, keys_path
+from voicecache.http.server import check_bind_is_safe
+from voicecache.security.auth import Authenticator, KeyStore
+from voicecache.security.exposure import is_loopback
 from voicecache.settings import Settings
 
 # -- item 1: no keys is not "open" once keys have existed, or beyond loopback -------------------
@@ -20,7 +21,7 @@ from voicecache.settings import Settings
 def test_revoking_the_last_key_denies_everyone(
     serve: Callable[..., LiveApp], settings: Settings
 ) -> None:
-    store = KeyStore(keys_path(settings))
+    store = KeyStore(settings.keys_path)
     token, record = store.add("acme", ["speak", "admin"])
     live = serve(settings)
     assert live.client.post("/tts", json=LINE, headers=bearer(token)).status_code == 200
@@ -33,7 +34,7 @@ def test_revoking_the_last_key_denies_everyone(
         assert "no API keys" in response.json()["detail"]
     assert live.client.get("/healthz").status_code == 200
 
-    keys_path(settings).unlink()  # a missing file is no different
+    settings.keys_path.unlink()  # a missing file is no different
     live.restart()
     assert live.client.post("/tts", json=LINE).status_code == 401
 
@@ -41,9 +42,9 @@ def test_revoking_the_last_key_denies_everyone(
 def test_a_restart_with_an_emptied_keys_file_still_denies(
     serve: Callable[..., LiveApp], settings: Settings
 ) -> None:
-    store = KeyStore(keys_path(settings))
+    store = KeyStore(settings.keys_path)
     store.add("acme", ["speak"])
-    keys_path(settings).write_text('{"version": 1, "keys": []}\n')  # emptied by hand
+    settings.keys_path.write_text('{"version": 1, "keys": []}\n')  # emptied by hand
     live = serve(settings)
     assert live.client.post("/tts", json=LINE).status_code == 401
     opened = serve(settings.model_copy(update={"allow_anonymous": True}))
@@ -65,7 +66,7 @@ def test_beyond_loopback_no_keys_means_deny_all(
 
 def test_keys_made_elsewhere_are_remembered_by_the_server(settings: Settings) -> None:
     """A keys file written by configuration management (not `keys add`) counts too."""
-    path = keys_path(settings)
+    path = settings.keys_path
     KeyStore(path).add("acme", ["speak"])
     path.with_name(path.name + ".existed").unlink()  # as if the file had been copied in
     reader = KeyStore(path, recheck_seconds=0)
@@ -78,7 +79,7 @@ def test_keys_made_elsewhere_are_remembered_by_the_server(settings: Settings) ->
 
 
 def test_padded_headers_do_not_grow_the_key_cache(settings: Settings) -> None:
-    store = KeyStore(keys_path(settings))
+    store = KeyStore(settings.keys_path)
     token, _ = store.add("acme", ["speak"])
     auth = Authenticator(store)
     for pad in range(300):
@@ -90,7 +91,7 @@ def test_padded_headers_do_not_grow_the_key_cache(settings: Settings) -> None:
 
 
 def test_the_key_cache_is_bounded_by_count_and_bytes(settings: Settings) -> None:
-    store = KeyStore(keys_path(settings))
+    store = KeyStore(settings.keys_path)
     tokens = [store.add("acme", ["speak"])[0] for _ in range(12)]
     auth = Authenticator(store, max_remembered=5)
     for token in tokens:
@@ -100,7 +101,7 @@ def test_the_key_cache_is_bounded_by_count_and_bytes(settings: Settings) -> None
 
 
 def test_authorization_over_1_kib_is_401(serve: Callable[..., LiveApp], settings: Settings) -> None:
-    token, _ = KeyStore(keys_path(settings)).add("acme", ["speak"])
+    token, _ = KeyStore(settings.keys_path).add("acme", ["speak"])
     live = serve(settings)
     padded = "Bearer" + " " * 1100 + token  # httpx refuses trailing white space
     response = live.client.post("/tts", json=LINE, headers={"Authorization": padded})
@@ -108,7 +109,7 @@ def test_authorization_over_1_kib_is_401(serve: Callable[..., LiveApp], settings
     assert "1024" in response.json()["detail"]
     assert live.client.post("/tts", json=LINE, headers=bearer(token)).status_code == 200
     with pytest.raises(Unauthorized):
-        Authenticator(KeyStore(keys_path(settings))).authenticate("Bearer " + "x" * 2000)
+        Authenticator(KeyStore(settings.keys_path)).authenticate("Bearer " + "x" * 2000)
 
 
 # -- item 7: what counts as loopback ---------------------------------------------------------

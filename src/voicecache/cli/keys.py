@@ -20,8 +20,8 @@ from typing import Annotated
 import typer
 
 from voicecache.cli.common import ConfigOption, command, fail, load_settings
-from voicecache.security.audit import AuditLog, audit_path
-from voicecache.security.auth import SCOPES, KeyStore, keys_path
+from voicecache.security.audit import AuditLog
+from voicecache.security.auth import SCOPES, KeyStore
 
 keys_app = typer.Typer(help="API keys and master-key rotation.", no_args_is_help=True)
 
@@ -37,8 +37,8 @@ def add(
 ) -> None:
     """Create a key; prints the key alone on stdout (it is stored only as a hash)."""
     settings = load_settings(config)
-    token, record = KeyStore(keys_path(settings)).add(tenant, scope)
-    AuditLog(audit_path(settings)).record(
+    token, record = KeyStore(settings.keys_path).add(tenant, scope)
+    AuditLog(settings.audit_path).record(
         "key.add", "cli", key=record.id, key_tenant=tenant, scopes=list(record.scopes)
     )
     typer.echo(
@@ -55,7 +55,7 @@ def list_keys(
 ) -> None:
     """List keys: id, tenant, scopes, creation time (never the keys themselves)."""
     settings = load_settings(config)
-    keys = KeyStore(keys_path(settings)).keys()
+    keys = KeyStore(settings.keys_path).keys()
     if as_json:
         rows = [
             {"id": k.id, "tenant": k.tenant, "scopes": list(k.scopes), "created": k.created}
@@ -79,10 +79,10 @@ def revoke(
 ) -> None:
     """Revoke a key; running servers stop accepting it within a second."""
     settings = load_settings(config)
-    found = KeyStore(keys_path(settings)).revoke(key_id)
+    found = KeyStore(settings.keys_path).revoke(key_id)
     if found is None:
         fail(f"no key with id {key_id!r}")
-    AuditLog(audit_path(settings)).record("key.revoke", "cli", key=key_id, key_tenant=found.tenant)
+    AuditLog(settings.audit_path).record("key.revoke", "cli", key=key_id, key_tenant=found.tenant)
     typer.echo(f"revoked key {key_id} of tenant {found.tenant}")
 
 
@@ -106,7 +106,7 @@ def rotate(config: ConfigOption = None) -> None:
     store = build_voices(settings).store
     current = store.keyring.require_current()
     rewrapped, already, failed = store.rewrap_all()
-    AuditLog(audit_path(settings)).record(
+    AuditLog(settings.audit_path).record(
         "master_key.rotate", "cli", key_id=current.key_id, rewrapped=rewrapped, failed=failed
     )
     typer.echo(

@@ -25,7 +25,7 @@ from voicecache.settings import Settings
 if TYPE_CHECKING:  # imported where used: every `voicecache` command imports this module
     import httpx
 
-    from voicecache.warmup.runner import LineResult, Target, WarmReport
+    from voicecache.warmup.runner import LineDefaults, LineResult, Target, WarmReport
     from voicecache.warmup.script import Script
 
 UrlOption = Annotated[
@@ -48,6 +48,18 @@ def money(amount: float) -> str:
     if amount >= 1:
         return f"${amount:,.2f}"
     return f"${amount:.4f}" if amount >= 0.01 else f"${amount:.6f}"
+
+
+def line_defaults(settings: Settings) -> LineDefaults:
+    """What script lines that leave a field out get: the settings' defaults."""
+    from voicecache.warmup.runner import LineDefaults
+
+    return LineDefaults(
+        voice=settings.default_voice,
+        format=settings.storage_codec,
+        normalization=settings.normalization,
+        max_text_chars=settings.max_text_chars,
+    )
 
 
 def _client(url: str, api_key: str | None, timeout: float) -> httpx.AsyncClient:
@@ -144,13 +156,14 @@ async def _warm_with_target(
 
     if url is not None:
         async with _client(url, api_key, settings.client_timeout) as client:
-            remote = RemoteTarget(client, settings, fmt)
+            remote = RemoteTarget(client, line_defaults(settings), fmt)
             await remote.check()  # ServerUnreachable: exit 1
             return await go(remote)
-    from voicecache.bootstrap import open_gateway
+    from voicecache.bootstrap import open_services
 
-    async with open_gateway(settings) as gateway:
-        return await go(LocalTarget(gateway, settings, fmt))
+    async with open_services(settings) as services:
+        gateway = services.gateway
+        return await go(LocalTarget(gateway, line_defaults(settings), fmt))
 
 
 def _print_warm_report(report: WarmReport, url: str | None) -> None:
@@ -216,9 +229,10 @@ async def _remote_stats(url: str, api_key: str | None, seconds: float) -> dict[s
 async def _local_stats(settings: Settings) -> dict[str, Any]:
     """What the configured tiers hold, from their stats and entry headers. Counters such as
     the hit ratio live in a server process: ask it with --url."""
-    from voicecache.bootstrap import open_gateway
+    from voicecache.bootstrap import open_services
 
-    async with open_gateway(settings) as gateway:
+    async with open_services(settings) as services:
+        gateway = services.gateway
         tiers = []
         engines: dict[str, dict[str, float]] = {}
         for tier in gateway.cache.tiers:
@@ -389,9 +403,10 @@ async def _inspect(
     speed: float,
     engine: str | None,
 ) -> dict[str, Any]:
-    from voicecache.bootstrap import open_gateway
+    from voicecache.bootstrap import open_services
 
-    async with open_gateway(settings) as gateway:
+    async with open_services(settings) as services:
+        gateway = services.gateway
         info: dict[str, Any] = {}
         if text is not None:
             request = speech_request(

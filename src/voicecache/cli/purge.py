@@ -14,13 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from voicecache.cache.invalidation.feed import attach
+from voicecache.bootstrap import open_services
 from voicecache.cache.invalidation.filter import PurgeFilter
 from voicecache.cache.invalidation.purge import PurgeReport, purge
-from voicecache.cache.tiers import TieredCache, build_tiers
 from voicecache.cli.common import ConfigOption, command, fail, load_settings, run
-from voicecache.cluster.purge_feed import build_feed
-from voicecache.security.audit import AuditLog, audit_path
 
 
 @command
@@ -55,19 +52,17 @@ def purge_command(
     )
 
     async def work() -> PurgeReport:
-        cache = TieredCache(build_tiers(settings))
-        try:
-            # Running servers on this host (and replicas sharing Redis) drop their copies.
-            attach(cache, build_feed(settings.data_dir, cache.tiers))
-            return await purge(cache, flt)
-        finally:
-            await cache.aclose()
+        # The purge feed is attached by `build`: running servers on this host (and replicas
+        # sharing Redis) drop their in-memory copies.
+        async with open_services(settings) as services:
+            report = await purge(services.gateway.cache, flt)
+            # An admin action like any other: recorded as the HTTP purge is (actor `cli`).
+            services.audit.record(
+                "cache.purge", "cli", filter=report.filter, entries=report.entries
+            )
+            return report
 
     report = run(work)
-    # An admin action like any other: recorded as the HTTP purge is (actor `cli`).
-    AuditLog(audit_path(settings)).record(
-        "cache.purge", "cli", filter=report.filter, entries=report.entries
-    )
     table = Table(title="purged")
     table.add_column("tier")
     table.add_column("entries", justify="right")

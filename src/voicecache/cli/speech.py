@@ -26,7 +26,7 @@ def say(
 ) -> None:
     """Synthesize TEXT through the cache (no server needed) and write it to a file."""
     settings = load_settings(config)
-    from voicecache.bootstrap import open_gateway
+    from voicecache.bootstrap import open_services
 
     fmt = fmt or (output.suffix.lstrip(".").lower() or "wav")
 
@@ -40,7 +40,8 @@ def say(
             format=fmt,
             engine=engine,
         )
-        async with open_gateway(settings) as gateway:
+        async with open_services(settings) as services:
+            gateway = services.gateway
             result = await gateway.speak(request)
         try:
             output.write_bytes(result.data)
@@ -63,13 +64,14 @@ def key(
 ) -> None:
     """Print the normalized text and the cache key of a request."""
     settings = load_settings(config)
-    from voicecache.bootstrap import open_gateway
+    from voicecache.bootstrap import open_services
 
     async def work() -> dict[str, Any]:
         request = speech_request(
             settings, text=text, voice=voice, emotion=emotion, speed=speed, engine=engine
         )
-        async with open_gateway(settings) as gateway:
+        async with open_services(settings) as services:
+            gateway = services.gateway
             plan = await gateway.plan(request)
         return {"key": plan.key.digest, "normalized_text": request.text, "fields": plan.key.fields}
 

@@ -108,14 +108,14 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         if not first_text:  # suffix range: the last N bytes
             length = int(last_text)
             if length <= 0 or size == 0:
-                raise RangeNotSatisfiable
+                raise RangeNotSatisfiable(f"no bytes of the {size}-byte body are in the range")
             return max(0, size - length), size - 1
         first = int(first_text)
         last = int(last_text) if last_text else size - 1
     except ValueError:
         return None
     if first >= size:
-        raise RangeNotSatisfiable
+        raise RangeNotSatisfiable(f"no bytes of the {size}-byte body are in the range")
     if last < first:
         return None
     return first, min(last, size - 1)

@@ -377,15 +377,3 @@ class Metrics(Collector):
             "price_per_million_chars": self.price_per_char * 1_000_000,
             "errors": dict(self.errors),
         }
-
-
-def metrics_of(gateway: Gateway) -> Metrics | None:
-    """The `Metrics` observing `gateway`, if any (also inside a composite observer that keeps
-    its parts in `.observers`)."""
-    observer: Any = gateway.observer
-    if isinstance(observer, Metrics):
-        return observer
-    for part in getattr(observer, "observers", ()):
-        if isinstance(part, Metrics):
-            return part
-    return None

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from voicecache.security.auth import Principal
-from voicecache.settings import Settings
 
 
 def _finite(value: Any) -> Any:
@@ -29,10 +28,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(item) for item in value]
     return value
-
-
-def audit_path(settings: Settings) -> Path:
-    return settings.audit_log or settings.data_dir / "audit.log"
 
 
 class AuditLog:

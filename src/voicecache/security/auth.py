@@ -35,7 +35,6 @@ from typing import Any
 
 from voicecache.errors import ConfigError, Forbidden, KeysUnavailable, Unauthorized
 from voicecache.fileio import atomic_write
-from voicecache.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +87,6 @@ class ApiKey:
             "scopes": list(self.scopes),
             "created": self.created,
         }
-
-
-def keys_path(settings: Settings) -> Path:
-    """Where the keys file is: `keys_file`, else `data_dir/keys.json`."""
-    return settings.keys_file or settings.data_dir / "keys.json"
 
 
 def hash_key(token: str) -> str:

@@ -21,7 +21,6 @@ from typing import Any
 from voicecache.circuit import CircuitBreaker
 from voicecache.errors import RateLimited
 from voicecache.security.auth import Principal, current_principal
-from voicecache.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -173,23 +172,3 @@ def _bucket(principal: Principal, client: str | None) -> str:
     if principal.key_id is not None:
         return f"key:{principal.key_id}"
     return f"anon:{client or 'local'}"
-
-
-def build_rate_limits(settings: Settings) -> RateLimits | None:
-    """The limits of `settings`, shared through Redis when `redis_url` is set; None when no
-    limit is configured."""
-    if settings.rate_limit_rps <= 0 and settings.rate_limit_chars_per_minute <= 0:
-        return None
-    counters: LocalCounters | RedisCounters = LocalCounters()
-    if settings.redis_url:
-        from voicecache.cache.tiers.redis import make_client
-
-        client = make_client(
-            settings.redis_url, cluster=settings.redis_cluster, timeout=settings.redis_timeout
-        )
-        counters = RedisCounters(
-            client,
-            settings.redis_prefix,
-            breaker=CircuitBreaker(failures=3, cooldown=settings.redis_breaker_cooldown),
-        )
-    return RateLimits(settings.rate_limit_rps, settings.rate_limit_chars_per_minute, counters)

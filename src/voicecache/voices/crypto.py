@@ -36,7 +36,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from voicecache.errors import ConfigError, DecryptionFailed, EncryptionUnavailable
-from voicecache.settings import Settings
 
 MAGIC = b"VCE1"
 _HEADER_LENGTH = struct.Struct(">H")
@@ -105,18 +104,19 @@ class Keyring:
         self._version_key: tuple[str, bytes] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Keyring:
-        """`master_key` (base64) wins over `master_key_file`; `master_key_previous` is read
-        too, so blobs wrapped before a rotation stay readable until re-wrapped."""
+    def load(
+        cls, master_key: str | None, master_key_file: Path | None, previous: str | None
+    ) -> Keyring:
+        """`master_key` (base64) wins over `master_key_file`; `previous` (comma-separated
+        base64 keys) is read too, so blobs wrapped before a rotation stay readable until
+        re-wrapped."""
         current = None
-        if settings.master_key:
-            current = MasterKey.parse(settings.master_key)
-        elif settings.master_key_file is not None:
-            current = read_key_file(settings.master_key_file)
-        previous = []
-        if settings.master_key_previous:
-            previous = [MasterKey.parse(part) for part in settings.master_key_previous.split(",")]
-        return cls(current, previous)
+        if master_key:
+            current = MasterKey.parse(master_key)
+        elif master_key_file is not None:
+            current = read_key_file(master_key_file)
+        older = [MasterKey.parse(part) for part in previous.split(",")] if previous else []
+        return cls(current, older)
 
     @property
     def available(self) -> bool:

@@ -18,9 +18,8 @@ import httpx
 
 from voicecache.cache.service import Gateway
 from voicecache.errors import ServerUnreachable, VoicecacheError
-from voicecache.keys import normalize_text
+from voicecache.keys import Normalization, normalize_text
 from voicecache.model import SpeechRequest
-from voicecache.settings import Settings
 from voicecache.warmup.script import BadLine, ScriptLine
 
 Outcome = Literal["new", "cached", "failed"]
@@ -47,26 +46,37 @@ def _outcome(status: str) -> Outcome:
     return "new" if status == "MISS" else "cached"
 
 
+@dataclass(frozen=True, slots=True)
+class LineDefaults:
+    """What a script line that leaves a field out gets, and how its text is normalized: the
+    settings' values, passed in by the CLI."""
+
+    voice: str
+    format: str
+    normalization: Normalization
+    max_text_chars: int
+
+
 @dataclass
 class LocalTarget:
     """Warms through a `Gateway` in this process."""
 
     gateway: Gateway
-    settings: Settings
+    defaults: LineDefaults
     format: str | None = None
 
     async def warm(self, line: ScriptLine) -> LineResult:
         try:
             request = SpeechRequest.create(
                 text=line.text,
-                voice=line.voice or self.settings.default_voice,
+                voice=line.voice or self.defaults.voice,
                 emotion=line.emotion,
                 speed=line.speed,
-                format=self.format or self.settings.storage_codec,
+                format=self.format or self.defaults.format,
                 engine=line.engine,
                 tags=line.tags,
-                normalization=self.settings.normalization,
-                max_text_chars=self.settings.max_text_chars,
+                normalization=self.defaults.normalization,
+                max_text_chars=self.defaults.max_text_chars,
             )
             result = await self.gateway.speak(request)
         except VoicecacheError as exc:
@@ -82,7 +92,7 @@ class RemoteTarget:
     """Warms by POSTing to a running server's `/tts`."""
 
     client: httpx.AsyncClient
-    settings: Settings
+    defaults: LineDefaults
     format: str | None = None
 
     async def check(self) -> None:
@@ -104,7 +114,7 @@ class RemoteTarget:
             "speed": line.speed,
             "engine": line.engine,
             "tags": list(line.tags) or None,
-            "format": self.format or self.settings.storage_codec,
+            "format": self.format or self.defaults.format,
         }
         try:
             response = await self.client.post(
@@ -119,7 +129,7 @@ class RemoteTarget:
             return LineResult(line.line, "failed", reason="engine failed (a stale copy exists)")
         outcome = _outcome(status)
         # The server does not say how long the normalized text was: normalize the same way.
-        characters = len(normalize_text(line.text, self.settings.normalization))
+        characters = len(normalize_text(line.text, self.defaults.normalization))
         return LineResult(line.line, outcome, characters if outcome == "new" else 0)
 
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from tests.cache.test_policy import Clock
 from tests.cli.test_cli import run_cli
 from tests.conftest import LiveApp
-from voicecache.bootstrap import build_gateway
+from voicecache.bootstrap import build
 from voicecache.cache.invalidation.filter import PurgeFilter
 from voicecache.cache.invalidation.purge import purge
 from voicecache.cache.invalidation.sweeper import Sweeper, SweepLease
@@ -258,7 +258,7 @@ def test_purge_cli_reports_entries_and_bytes_per_tier(tmp_path: Path) -> None:
     data = tmp_path / "d"
 
     async def fill() -> None:
-        gateway = build_gateway(Settings(data_dir=data))
+        gateway = build(Settings(data_dir=data)).gateway
         for text, voice in [("One", "en"), ("Two", "en"), ("Trois", "fr")]:
             await gateway.speak(SpeechRequest.create(text=text, voice=voice))
         await gateway.aclose()
@@ -311,14 +311,14 @@ async def test_purge_racing_requests_loses_nothing_else_and_revives_nothing(
     settings = settings.model_copy(update={"popularity_hits": 2, "default_ttl": 3600.0})
     purged = [speech(f"Purged line {i}", "en") for i in range(12)]
     kept = [speech(f"Kept line {i}", "fr") for i in range(12)]
-    warm = build_gateway(settings)
+    warm = build(settings).gateway
     for request in purged + kept:
         await warm.speak(request)
     await warm.aclose()
 
     # A fresh process: everything is on disk only, so hits promote into memory while the
     # purge runs, and hits count towards popularity touches.
-    gateway = build_gateway(settings)
+    gateway = build(settings).gateway
     cache = gateway.cache
     traffic = [gateway.speak(request) for request in (purged + kept) * 3]
     traffic += [gateway.speak(speech(f"New line {i}", "fr")) for i in range(4)]
@@ -348,7 +348,7 @@ async def test_purge_racing_requests_loses_nothing_else_and_revives_nothing(
 
 
 async def test_requests_after_a_purge_never_join_work_begun_before_it(settings: Settings) -> None:
-    gateway = build_gateway(settings)
+    gateway = build(settings).gateway
     long_text = " ".join(["The quick brown fox jumps over the lazy dog."] * 20)
     request = speech(long_text, "en")
     first = asyncio.ensure_future(gateway.speak(request))

@@ -16,7 +16,8 @@ import redis.asyncio as aioredis
 
 from tests.cache.tiers.test_contract import make_entry
 from tests.servers import RedisCluster, RedisServer
-from voicecache.cache.tiers import Entry, build_tiers
+from voicecache.bootstrap import build_tiers
+from voicecache.cache.tiers import Entry
 from voicecache.cache.tiers.redis import RedisTier, parse_redis_url
 from voicecache.circuit import CircuitBreaker
 from voicecache.errors import ConfigError, StorageError

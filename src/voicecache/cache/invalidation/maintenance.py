@@ -1,29 +1,26 @@
 """A server process's background work: the sweeper and the purge follower.
 
-The app's lifespan starts one `Maintenance` next to the gateway and stops it before closing
-the gateway. Purges asked of this process go through `Maintenance.purge`, which also tells
-every other process (see `feed.py`).
+`bootstrap.build` makes one per process (the purge feed already attached to the cache); a
+server's lifespan starts it and stops it before closing the gateway. Purges asked of this
+process go through `Maintenance.purge`, which also tells every other process (see `feed.py`).
 """
 
 from __future__ import annotations
 
-from voicecache.cache.invalidation.feed import PurgeFollower, attach
+from voicecache.cache.invalidation.feed import PurgeFollower
 from voicecache.cache.invalidation.filter import PurgeFilter
 from voicecache.cache.invalidation.purge import PurgeReport, purge
 from voicecache.cache.invalidation.sweeper import Sweeper
 from voicecache.cache.service import Gateway
-from voicecache.cluster.purge_feed import build_feed
-from voicecache.settings import Settings
 
 
 class Maintenance:
     """The sweeper and the purge follower of one process."""
 
-    def __init__(self, gateway: Gateway, settings: Settings) -> None:
+    def __init__(self, gateway: Gateway, sweeper: Sweeper, follower: PurgeFollower) -> None:
         self.gateway = gateway
-        self.feed = attach(gateway.cache, build_feed(settings.data_dir, gateway.cache.tiers))
-        self.sweeper = Sweeper.for_gateway(gateway, settings.sweep_interval, settings.data_dir)
-        self.follower = PurgeFollower(gateway.cache, self.feed, settings.purge_poll_interval)
+        self.sweeper = sweeper
+        self.follower = follower
 
     def start(self) -> Maintenance:
         """Start both loops in the running event loop."""

@@ -31,7 +31,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from voicecache.cache.service import Gateway
 from voicecache.errors import VoicecacheError
 from voicecache.http.responses import cache_headers, note_result
+from voicecache.http.state import services_of
 from voicecache.model import SpeechRequest, SpeechResult
+from voicecache.settings import Settings
 
 _AUDIO_PATH = re.compile(r"^/v1/audio/([0-9a-f]{64})\.(wav|flac|mp3|opus|pcm)$")
 _SPEECH_PATHS = frozenset({"/tts", "/v1/audio/speech"})
@@ -64,7 +66,7 @@ class FastLane:
                 await self.app(scope, receive, send)
                 return
             started = time.perf_counter()
-            gateway: Gateway = scope["app"].state.gateway
+            gateway = services_of(scope).gateway
             entry_id = f"{match.group(1)}.{match.group(2)}"
             result = gateway.memory_peek(entry_id)
             if result is None or result.meta.tenant is not None:
@@ -80,19 +82,19 @@ class FastLane:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        app_state = scope["app"].state
-        body, complete = await _read_body(receive, app_state.settings.max_body_bytes)
+        services = services_of(scope)
+        body, complete = await _read_body(receive, services.settings.max_body_bytes)
         replay = _replayer(body, complete, receive)
         if not complete:
             await self.app(scope, replay, send)
             return
-        gateway = app_state.gateway
+        gateway = services.gateway
         resolved = self._memo.get((path, body))
         if resolved is None:
             # The caller's tenant (set by the security middleware): it decides which uploaded
             # voices exist for this request, exactly as on the slow path.
             tenant = scope.get("state", {}).get("tenant")
-            resolved = await self._resolve(path, body, app_state, gateway, tenant)
+            resolved = await self._resolve(path, body, services.settings, gateway, tenant)
         if resolved is not None:
             result = gateway.memory_hit(resolved[0])
             if result is not None:
@@ -112,13 +114,13 @@ class FastLane:
         return True
 
     async def _resolve(
-        self, path: str, body: bytes, app_state: Any, gateway: Gateway, tenant: str | None
+        self, path: str, body: bytes, settings: Settings, gateway: Gateway, tenant: str | None
     ) -> tuple[str, str] | None:
         """The storage id for a speech request body, or None when the slow path must decide."""
         if self.build_request is None:
             return None
         try:
-            request = self.build_request(path, body, app_state.settings, gateway.engines)
+            request = self.build_request(path, body, settings, gateway.engines)
             plan = await gateway.plan(request, tenant)
         except (VoicecacheError, ValueError):
             return None  # the slow path produces the proper error response

@@ -2,7 +2,8 @@
 
 In this order, before any routing or body parsing (and before the fast lane, which it wraps):
 
-1. authentication and scope (`auth.Authenticator.check`): 401 / 403;
+1. authentication and scope (`Authenticator.check_scope`, from the process's `Services`):
+   401 / 403;
 2. the per-key request rate (`ratelimit.RateLimits.request`): 429 with `Retry-After`;
 3. the body: at most `max_body_bytes` (uploads to `/v1/voices`: `max_upload_bytes` plus room
    for the multipart envelope), refused from `Content-Length` before reading, and counted while
@@ -20,12 +21,12 @@ misses), and hands the request on with its body replayed.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voicecache.errors import InvalidRequest, PayloadTooLarge, RequestTimeout, VoicecacheError
+from voicecache.http.errors import send_error
 from voicecache.http.middleware.slowclients import (
     DEFAULT_MAX_HEADER_BYTES,
     HEADER_LIMIT_STATE,
@@ -33,16 +34,11 @@ from voicecache.http.middleware.slowclients import (
     deadlines_for,
 )
 from voicecache.http.responses import keep_private
-from voicecache.security.audit import AuditLog, audit_path
+from voicecache.http.state import services_of
 from voicecache.security.auth import (
-    Authenticator,
-    KeyStore,
     current_principal,
-    keys_path,
     required_scope,
 )
-from voicecache.security.ratelimit import RateLimits
-from voicecache.settings import Settings
 
 _BODYLESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 _UPLOAD_METHODS = frozenset({"POST", "PUT"})
@@ -55,7 +51,6 @@ class SecurityMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        authenticator: Authenticator,
         max_body_bytes: int,
         max_upload_bytes: int,
         client_timeout: float,
@@ -65,7 +60,6 @@ class SecurityMiddleware:
         self.app = app
         self.public_audio = public_audio
         self.max_header_bytes = max_header_bytes
-        self.authenticator = authenticator
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes + UPLOAD_ENVELOPE_BYTES
         self.client_timeout = client_timeout
@@ -84,8 +78,9 @@ class SecurityMiddleware:
         path: str = scope["path"]
         try:
             needed = required_scope(method, path)
-            principal = self.authenticator.check_scope(needed, _header(scope, b"authorization"))
-            limits = _limits(scope)
+            services = services_of(scope)
+            principal = services.authenticator.check_scope(needed, _header(scope, b"authorization"))
+            limits = services.rate_limits
             if limits is not None and needed is not None:
                 client = scope.get("client")
                 await limits.request(principal, client[0] if client else None)
@@ -161,13 +156,6 @@ class SecurityMiddleware:
         task.cancel()
 
 
-def _limits(scope: Scope) -> RateLimits | None:
-    app = scope.get("app")
-    gateway = getattr(getattr(app, "state", None), "gateway", None)
-    admission = getattr(gateway, "admission", None)
-    return admission if isinstance(admission, RateLimits) else None
-
-
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
@@ -186,42 +174,3 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()  # later calls wait for the disconnect, as usual
 
     return replay
-
-
-async def send_error(send: Send, exc: VoicecacheError) -> None:
-    """A JSON `{"detail": ...}` response for an error raised outside the app."""
-    body = json.dumps({"detail": exc.detail}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    if exc.retry_after is not None:
-        headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
-    if exc.status_code == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="voicecache"'))
-    if exc.status_code in (408, 413):
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def install_security(app: Any, settings: Settings) -> None:
-    """Add the security middleware (outermost) and the audit log to a voicecache app."""
-    from voicecache.http.server import is_loopback
-
-    authenticator = Authenticator(
-        KeyStore(keys_path(settings)),
-        allow_anonymous=settings.allow_anonymous,
-        public=not is_loopback(settings.host),
-    )
-    app.state.authenticator = authenticator
-    app.state.audit = AuditLog(audit_path(settings))
-    app.add_middleware(
-        SecurityMiddleware,
-        authenticator=authenticator,
-        max_body_bytes=settings.max_body_bytes,
-        max_upload_bytes=settings.max_upload_bytes,
-        client_timeout=settings.client_timeout,
-        max_header_bytes=settings.max_header_bytes,
-        public_audio=settings.public_audio,
-    )

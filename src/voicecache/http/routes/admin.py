@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
 from voicecache.cache.invalidation.filter import PurgeFilter
-from voicecache.http.routes.deps import GatewayDep
+from voicecache.http.routes.deps import PrincipalDep, ServicesDep
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
 @router.delete("/cache")
 async def purge_cache(
-    request: Request,
-    gateway: GatewayDep,
+    services: ServicesDep,
+    principal: PrincipalDep,
     key: Annotated[str | None, Query(description="A cache key (optionally `.format`)")] = None,
     voice: Annotated[str | None, Query(description="Every entry of this voice")] = None,
     tag: Annotated[str | None, Query(description="Every entry carrying this tag")] = None,
@@ -37,7 +37,7 @@ async def purge_cache(
     with 400 (use `all=true` to empty the cache). Every other voicecache process drops its
     copies within `purge_poll_interval`."""
     flt = PurgeFilter.create(
-        now=gateway.clock(),
+        now=services.gateway.clock(),
         key=key,
         voice=voice,
         tag=tag,
@@ -47,13 +47,6 @@ async def purge_cache(
         expired=expired,
         all_entries=all_entries,
     )
-    report = await request.app.state.maintenance.purge(flt)
-    audit = getattr(request.app.state, "audit", None)
-    if audit is not None:
-        audit.record(
-            "cache.purge",
-            getattr(request.state, "principal", None),
-            filter=report.filter,
-            entries=report.entries,
-        )
+    report = await services.maintenance.purge(flt)
+    services.audit.record("cache.purge", principal, filter=report.filter, entries=report.entries)
     return report.to_json()

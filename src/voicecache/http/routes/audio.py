@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from voicecache.codecs import FORMATS, AudioFormat
 from voicecache.errors import NotFound
+from voicecache.http.errors import error_response
 from voicecache.http.responses import audio_response
 from voicecache.http.routes.deps import GatewayDep, TenantDep
 from voicecache.http.routes.speech import AUDIO_RESPONSES
@@ -35,7 +36,7 @@ async def audio_by_key(
         result = await gateway.fetch(key, fmt_checked, tenant=tenant)
     except NotFound as exc:
         # The audio may exist a moment later (after a synthesis): no cache may keep the 404.
-        return JSONResponse({"detail": exc.detail}, 404, headers={"Cache-Control": "no-store"})
+        return error_response(exc, **{"Cache-Control": "no-store"})
     return audio_response(request, result, gateway.clock())
 
 

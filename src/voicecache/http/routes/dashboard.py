@@ -11,9 +11,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
-from voicecache.errors import NotFound
-from voicecache.http.routes.deps import GatewayDep
-from voicecache.observability.metrics import Metrics, metrics_of
+from voicecache.http.routes.deps import ServicesDep
 
 router = APIRouter(tags=["observability"])
 
@@ -23,13 +21,6 @@ def _page() -> str:
     return files("voicecache.http").joinpath("static/dashboard.html").read_text(encoding="utf-8")
 
 
-def _metrics(gateway: GatewayDep) -> Metrics:
-    metrics = metrics_of(gateway)
-    if metrics is None:
-        raise NotFound("metrics are not enabled for this gateway")
-    return metrics
-
-
 @router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
 async def dashboard() -> HTMLResponse:
     """The dashboard page."""
@@ -37,10 +28,10 @@ async def dashboard() -> HTMLResponse:
 
 
 @router.get("/dashboard/data")
-async def dashboard_data(gateway: GatewayDep) -> dict[str, Any]:
+async def dashboard_data(services: ServicesDep) -> dict[str, Any]:
     """Everything the dashboard draws: counters (the same numbers as `/metrics`), hit ratio
     over time, latency percentiles, tiers, engines, most repeated and never-hit lines."""
-    metrics = _metrics(gateway)
+    metrics, gateway = services.metrics, services.gateway
     await metrics.refresh(gateway)
     state = metrics.state
     return {

@@ -32,6 +32,7 @@ from voicecache.errors import Forbidden, NotFound, PayloadTooLarge
 from voicecache.http.middleware.security import UPLOAD_ENVELOPE_BYTES
 from voicecache.http.routes.deps import GatewayDep, SettingsDep
 from voicecache.http.routes.schemas import error_responses
+from voicecache.http.state import services_of
 from voicecache.security.auth import ANONYMOUS, Principal
 from voicecache.voices.registry import VoiceRecord, VoiceRegistry, erase_cached_audio
 
@@ -145,7 +146,7 @@ class ErasureOut(BaseModel):
 
 
 def _principal(request: Request) -> Principal:
-    principal = getattr(request.state, "principal", None)
+    principal = request.scope.get("state", {}).get("principal")
     return principal if isinstance(principal, Principal) else ANONYMOUS
 
 
@@ -197,9 +198,7 @@ def _owned(registry: VoiceRegistry, voice_id: str, principal: Principal) -> Voic
 
 
 def _audit(request: Request, action: str, principal: Principal, **details: Any) -> None:
-    audit = getattr(request.app.state, "audit", None)
-    if audit is not None:
-        audit.record(action, principal, **details)
+    services_of(request.scope).audit.record(action, principal, **details)
 
 
 @router.get("/v1/voices", response_model=VoiceListOut, responses=ERRORS)
