@@ -13,7 +13,6 @@ passed inward; nothing below this module reads the environment.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,41 +25,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from voicecache.cache.policy import TtlRule
 from voicecache.keys import Normalization
 from voicecache.units import parse_duration, parse_size
 
 StorageCodec = Literal["flac", "wav", "opus", "mp3"]
-
-
-class TtlRule(BaseModel):
-    """One TTL rule; the first rule whose every given condition matches wins."""
-
-    voice: str | None = None
-    emotion: str | None = None
-    engine: str | None = None
-    tag: str | None = None
-    tags: list[str] | None = None
-    text_regex: str | None = None
-    personalized: bool | None = None
-    ttl: float | None = None
-    pinned: bool = False
-    sliding: bool = False
-    max_ttl: float | None = None
-
-    @field_validator("ttl", "max_ttl", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        return None if value is None else parse_duration(value)
-
-    @field_validator("text_regex")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"text_regex {value!r} is not a valid regex: {exc}") from exc
-        return value
 
 
 class EngineConfig(BaseModel):

@@ -21,9 +21,43 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
+
+from pydantic import BaseModel, field_validator
 
 from voicecache.model import EntryMeta, SpeechRequest
-from voicecache.settings import TtlRule
+from voicecache.units import parse_duration
+
+
+class TtlRule(BaseModel):
+    """One TTL rule; the first rule whose every given condition matches wins."""
+
+    voice: str | None = None
+    emotion: str | None = None
+    engine: str | None = None
+    tag: str | None = None
+    tags: list[str] | None = None
+    text_regex: str | None = None
+    personalized: bool | None = None
+    ttl: float | None = None
+    pinned: bool = False
+    sliding: bool = False
+    max_ttl: float | None = None
+
+    @field_validator("ttl", "max_ttl", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value)
+
+    @field_validator("text_regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"text_regex {value!r} is not a valid regex: {exc}") from exc
+        return value
 
 
 @dataclass(frozen=True, slots=True)
