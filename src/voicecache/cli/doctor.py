@@ -50,7 +50,7 @@ async def check_redis(settings: Settings) -> list[str]:
             for node in nodes:
                 kwargs = {} if node is None else {"target_nodes": node}
                 name = where if node is None else f"{where} master {node.host}:{node.port}"
-                info = await client.info("server", **kwargs)
+                info: dict[str, Any] = await client.info("server", **kwargs)
                 if node is not None:
                     info = next(iter(info.values())) if _nested(info) else info
                 try:
@@ -62,7 +62,7 @@ async def check_redis(settings: Settings) -> list[str]:
                     )
                     continue
                 if node is not None and _nested(config):
-                    config = next(iter(config.values()))
+                    config = next(iter(config.values()))  # type: ignore[arg-type]
                 findings += _memory_findings(name, str(info.get("redis_version", "?")), config)
         except (RedisError, OSError) as exc:
             raise StorageError(f"redis at {where}: {type(exc).__name__}: {exc}") from exc

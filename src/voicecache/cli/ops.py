@@ -119,11 +119,12 @@ def warm(
             transient=False,
         ) as progress:
             counts = {"new": 0, "cached": 0, "failed": len(script.bad)}
-            task = progress.add_task("warm", total=len(script.lines), **counts)
+            # The counts travel as task fields, which the bar's text columns read.
+            task = progress.add_task("warm", total=len(script.lines), **counts)  # type: ignore[arg-type]
 
             def done(result: LineResult) -> None:
                 counts[result.outcome] += 1
-                progress.update(task, advance=1, **counts)
+                progress.update(task, advance=1, **counts)  # type: ignore[arg-type]
 
             return await _warm_with_target(settings, url, api_key, fmt, concurrency, done, script)
 
@@ -423,7 +424,7 @@ async def _inspect(
             info["fields"] = dict(plan.key.fields)
         assert key is not None
         now = time.time()
-        copies = []
+        copies: list[dict[str, Any]] = []
         header: dict[str, Any] | None = None
         for tier in gateway.cache.tiers:
             for fmt in FORMATS:
@@ -436,18 +437,17 @@ async def _inspect(
                     continue
                 meta = entry.meta
                 header = header or meta.to_json()
-                copies.append(
-                    {
-                        "tier": tier.name,
-                        "format": fmt,
-                        "bytes": meta.size,
-                        "duration": meta.duration,
-                        "ttl_left": None if meta.expires_at is None else meta.expires_at - now,
-                        "grace_left": None if meta.stale_until is None else meta.stale_until - now,
-                        "pinned": meta.pinned,
-                        "sliding": meta.sliding,
-                    }
-                )
+                copy: dict[str, Any] = {
+                    "tier": tier.name,
+                    "format": fmt,
+                    "bytes": meta.size,
+                    "duration": meta.duration,
+                    "ttl_left": None if meta.expires_at is None else meta.expires_at - now,
+                    "grace_left": None if meta.stale_until is None else meta.stale_until - now,
+                    "pinned": meta.pinned,
+                    "sliding": meta.sliding,
+                }
+                copies.append(copy)
     if header is not None and "fields" not in info:
         info["normalized_text"] = header["text"]
         info["fields"] = {
