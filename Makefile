@@ -33,6 +33,8 @@ system-deps:
 
 test: install system-deps
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
+	$(BIN)/mypy src
 	$(BIN)/pytest
 
 lint: install

@@ -156,11 +156,11 @@ class _StateCollector(Collector):
                     family.add_metric([engine], counters[name])
             families.append(family)
         for name, help_text in _ENGINE_GAUGES.items():
-            family = GaugeMetricFamily(f"voicecache_engine_{name}", help_text, labels=["engine"])
+            gauge = GaugeMetricFamily(f"voicecache_engine_{name}", help_text, labels=["engine"])
             for engine, counters in snap.engine_counters.items():
                 if isinstance(counters.get(name), int | float):
-                    family.add_metric([engine], counters[name])
-            families.append(family)
+                    gauge.add_metric([engine], counters[name])
+            families.append(gauge)
         rejected = CounterMetricFamily(
             "voicecache_engine_rejected",
             "Engine calls refused before reaching the engine (open circuit, full queue)",
@@ -282,8 +282,8 @@ class Metrics(Collector):
         calls = CounterMetricFamily(
             "voicecache_engine_calls", "Calls to engines by outcome", labels=["engine", "outcome"]
         )
-        for labels, count in list(self.engine_calls.items()):
-            calls.add_metric(list(labels), count)
+        for engine_outcome, count in list(self.engine_calls.items()):
+            calls.add_metric(list(engine_outcome), count)
         engine_seconds = HistogramMetricFamily(
             "voicecache_engine_seconds", "Engine call duration", labels=["engine"]
         )
