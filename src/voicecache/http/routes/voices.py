@@ -84,7 +84,7 @@ class InMemoryUploadRoute(APIRoute):
 
         async def in_memory(request: Request) -> Response:
             # Every upload fits: the security middleware refused larger bodies already.
-            limit = request.app.state.settings.max_upload_bytes + UPLOAD_ENVELOPE_BYTES
+            limit = services_of(request.scope).settings.max_upload_bytes + UPLOAD_ENVELOPE_BYTES
             return await handler(InMemoryFormRequest(request.scope, request.receive, limit))
 
         return in_memory
