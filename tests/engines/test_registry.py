@@ -16,7 +16,8 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import LiveApp
-from voicecache.bootstrap import build, engine_specs
+from voicecache import bootstrap
+from voicecache.bootstrap import engine_specs
 from voicecache.engines import REGISTRY, EngineRegistry, EngineSpec, ResilientEngine, build_engines
 from voicecache.engines.espeak import EspeakEngine
 from voicecache.errors import ConfigError
@@ -181,7 +182,7 @@ def test_an_in_process_plugin_is_not_wrapped(site: Path) -> None:
 def test_unknown_kind_lists_the_installed_kinds(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, engine="x", engines={"x": EngineConfig(kind="nope")})
     with pytest.raises(ConfigError) as caught:
-        build(settings).gateway
+        bootstrap.build(settings)
     detail = caught.value.detail
     assert detail.startswith("unknown engine kind 'nope'; installed kinds: ")
     assert {"emotivoice", "espeak", "openai"} <= set(detail.split(": ", 1)[1].split(", "))
@@ -192,13 +193,13 @@ def test_a_plugin_that_fails_on_import_is_a_config_error_naming_it(
 ) -> None:
     settings = configure(tmp_path, '[engines.b]\nkind = "broken"\n', default="b")
     with pytest.raises(ConfigError) as caught:
-        build(settings).gateway
+        bootstrap.build(settings)
     assert caught.value.detail == (
         "engine plugin broken = voicecache_broken:build from voicecache-broken 0.1 for kind "
         "'broken' failed to load: RuntimeError: libtoy.so not found"
     )
     # An installed but unused broken plugin harms nobody.
-    assert "espeak" in build(Settings(data_dir=tmp_path)).gateway.engines
+    assert "espeak" in bootstrap.build(Settings(data_dir=tmp_path)).gateway.engines
 
 
 def test_a_broken_plugin_is_one_line_and_exit_2_in_the_cli(site: Path, tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ import soundfile as sf
 from tests.conftest import LiveApp
 from tests.fakes.openai_tts import DOCUMENTED_FIELDS
 from tests.fixtures_servers import FAKE_OPENAI_KEY, FakeEngineServer
-from voicecache.bootstrap import build, engine_specs
+from voicecache import bootstrap
+from voicecache.bootstrap import engine_specs
 from voicecache.engines import build_engines
 from voicecache.engines.emotivoice import EmotiVoiceEngine
 from voicecache.engines.openai import OpenAIEngine
@@ -357,5 +358,5 @@ def test_engine_without_its_url_is_a_readable_config_error(tmp_path: Path) -> No
     from voicecache.errors import ConfigError
 
     with pytest.raises(ConfigError) as caught:
-        build(Settings(data_dir=tmp_path, engine="emotivoice")).gateway
+        bootstrap.build(Settings(data_dir=tmp_path, engine="emotivoice"))
     assert "set VOICECACHE_EMOTIVOICE_URL" in caught.value.detail
