@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from voicecache.bootstrap import build_gateway
+from voicecache import bootstrap
 from voicecache.cache.service import Gateway
 from voicecache.errors import NotFound
 from voicecache.model import Entry, SpeechRequest
@@ -22,7 +22,7 @@ async def gateway(settings: Settings) -> Gateway:
     counting = settings.model_copy(
         update={"default_ttl": 100.0, "popularity_hits": 10, "popularity_factor": 2.0}
     )
-    made = build_gateway(counting)
+    made = bootstrap.build(counting).gateway
     yield made  # type: ignore[misc]
     await made.aclose()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.voice_samples import master_key, voice_like
-from voicecache.bootstrap import build_gateway
+from voicecache import bootstrap
 from voicecache.cache.policy import Policy
 from voicecache.cache.service import Gateway
 from voicecache.cache.tiers.memory import MemoryTier
@@ -25,7 +25,7 @@ def test_a_default_engine_that_is_not_configured_is_a_config_error() -> None:
 
 async def test_a_hit_on_an_uploaded_voice_never_decrypts_its_sample(settings: Settings) -> None:
     settings = settings.model_copy(update={"master_key": master_key()})
-    first = build_gateway(settings)
+    first = bootstrap.build(settings).gateway
     registry = first.voices
     assert isinstance(registry, VoiceRegistry)
     record = registry.store.create(name="Ada", data=voice_like(), tenant="acme")
@@ -39,7 +39,7 @@ async def test_a_hit_on_an_uploaded_voice_never_decrypts_its_sample(settings: Se
     samples = list((settings.data_dir / "voices" / record.id).glob("sample.*.enc"))
     assert len(samples) == 1
     samples[0].unlink()
-    again = build_gateway(settings)
+    again = bootstrap.build(settings).gateway
     try:
         plan = await again.plan(request, tenant="acme")
         assert plan.key.digest == made.key

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import LiveApp
 from tests.voice_samples import master_key, voice_like
-from voicecache.security.auth import KeyStore, keys_path
+from voicecache.security.auth import KeyStore
 from voicecache.settings import Settings
 
 
@@ -45,7 +45,7 @@ def test_hits_are_counted_on_both_paths(serve: Callable[..., LiveApp], counting:
 
 
 def test_a_refused_tenant_counts_no_hit(serve: Callable[..., LiveApp], counting: Settings) -> None:
-    store = KeyStore(keys_path(counting))
+    store = KeyStore(counting.keys_path)
     acme = store.add("acme", ["speak", "voices"])[0]
     globex = store.add("globex", ["speak", "voices"])[0]
     live = serve(counting)

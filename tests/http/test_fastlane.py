@@ -15,11 +15,11 @@ from tests.conftest import LiveApp
 from tests.security.test_auth import bearer, speak, upload, wait_for
 from tests.servers import UvicornThread
 from tests.voice_samples import master_key
-from voicecache.bootstrap import build_gateway
+from voicecache import bootstrap
 from voicecache.cache.service import SpeechResult
 from voicecache.http.app import create_app
 from voicecache.http.middleware.fastlane import FastLane
-from voicecache.security.auth import KeyStore, keys_path
+from voicecache.security.auth import KeyStore
 from voicecache.settings import Settings
 
 LINE = {"text": "Thanks for the gift!", "voice": "en"}
@@ -123,12 +123,12 @@ def parity_pair(settings: Settings) -> Iterator[ParityPair]:
 
     Both gateways read one frozen clock, so `max-age` (the TTL left) is the same in both."""
     secured = settings.model_copy(update={"master_key": master_key()})
-    store = KeyStore(keys_path(secured))
+    store = KeyStore(secured.keys_path)
     acme, _ = store.add("acme", ["speak", "voices"])
     globex, _ = store.add("globex", ["speak"])
     lives = []
     for strip in (False, True):
-        app = create_app(secured, gateway=build_gateway(secured, clock=lambda: 1_000_000.0))
+        app = create_app(secured, services=bootstrap.build(secured, clock=lambda: 1_000_000.0))
         if strip:
             _without_fast_lane(app)
         lives.append(LiveApp(app, UvicornThread(app, lifespan="on").start()))
