@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from voicecache.cache.invalidation.feed import PurgeFollower, attach
 from voicecache.cache.invalidation.maintenance import Maintenance
@@ -24,18 +25,23 @@ from voicecache.cache.invalidation.sweeper import Sweeper
 from voicecache.cache.policy import Policy
 from voicecache.cache.service import Gateway
 from voicecache.cache.tiers import DiskTier, MemoryTier, Tier, TieredCache
-from voicecache.circuit import CircuitBreaker
+from voicecache.cluster.fill_lock import RedisFillLock
 from voicecache.cluster.purge_feed import build_feed
+from voicecache.cluster.redis import RedisHandle
 from voicecache.engines import EngineSpec, build_engines
 from voicecache.errors import ConfigError
 from voicecache.observability.metrics import Metrics
 from voicecache.security.audit import AuditLog
 from voicecache.security.auth import Authenticator, KeyStore
 from voicecache.security.exposure import is_loopback
-from voicecache.security.ratelimit import LocalCounters, RateLimits, RedisCounters
+from voicecache.security.ratelimit import RateLimits
 from voicecache.settings import Settings
 from voicecache.voices.crypto import Keyring
 from voicecache.voices.registry import VoiceRegistry, VoiceStore
+
+if TYPE_CHECKING:  # redis-py is imported only when Redis is configured
+    from voicecache.cluster.fill_lock import RedisFillLock
+    from voicecache.cluster.redis import RedisHandle
 
 Clock = Callable[[], float]
 
@@ -58,6 +64,7 @@ class Services:
     audit: AuditLog
     rate_limits: RateLimits | None
     maintenance: Maintenance
+    redis: RedisHandle | None = None
 
     def start(self) -> None:
         """Start the sweeper and the purge follower in the running event loop (servers only)."""
@@ -66,13 +73,16 @@ class Services:
     async def aclose(self) -> None:
         await self.maintenance.stop()
         await self.gateway.aclose()
+        if self.redis is not None:  # last: the tier, lock, feed and counters share it
+            await self.redis.aclose()
 
 
 def build(settings: Settings, *, clock: Clock = time.time) -> Services:
     """Every part for `settings`, wired together; nothing connects until first use."""
-    cache = TieredCache(build_tiers(settings), clock=clock)
+    redis = build_redis(settings)
+    cache = TieredCache(build_tiers(settings, redis), clock=clock)
     voices = build_voices(settings, clock)
-    rate_limits = build_rate_limits(settings)
+    rate_limits = build_rate_limits(settings, redis)
     metrics = Metrics(price_per_million_chars=settings.price_per_million_chars)
     gateway = Gateway(
         engines=build_engines(engine_specs(settings), default=settings.engine),
@@ -91,15 +101,15 @@ def build(settings: Settings, *, clock: Clock = time.time) -> Services:
         storage_codec=settings.storage_codec,
         observer=metrics,
         clock=clock,
-        fill_lock=_fill_lock(settings, cache),
+        fill_lock=build_fill_lock(settings, redis),
         stale_while_revalidate=settings.stale_while_revalidate,
     )
     # Every purge of this cache (admin API, CLI, voice erasure) is announced to the other
     # processes on the host (file) and, with Redis, to every replica.
-    feed = attach(cache, build_feed(settings.data_dir, cache.tiers))
+    feed = attach(cache, build_feed(settings.data_dir, redis))
     maintenance = Maintenance(
         gateway,
-        Sweeper.for_gateway(gateway, settings.sweep_interval, settings.data_dir),
+        Sweeper.for_gateway(gateway, settings.sweep_interval, settings.data_dir, redis),
         PurgeFollower(cache, feed, settings.purge_poll_interval),
     )
     keys = KeyStore(settings.keys_path)
@@ -115,6 +125,24 @@ def build(settings: Settings, *, clock: Clock = time.time) -> Services:
         audit=AuditLog(settings.audit_path),
         rate_limits=rate_limits,
         maintenance=maintenance,
+        redis=redis,
+    )
+
+
+def build_redis(settings: Settings) -> RedisHandle | None:
+    """The process's one Redis handle, when `redis_url` is set (clients connect lazily)."""
+    if not settings.redis_url:
+        if "redis" in settings.tiers:
+            raise ConfigError("tier 'redis' needs VOICECACHE_REDIS_URL (redis://host:6379/0)")
+        return None
+    from voicecache.cluster.redis import RedisHandle
+
+    return RedisHandle.from_url(
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        prefix=settings.redis_prefix,
+        timeout=settings.redis_timeout,
+        breaker_cooldown=settings.redis_breaker_cooldown,
     )
 
 
@@ -131,29 +159,23 @@ async def open_services(settings: Settings, *, clock: Clock = time.time) -> Asyn
 # -- tiers -------------------------------------------------------------------------------------
 
 
-def _memory(settings: Settings) -> Tier:
+def _memory(settings: Settings, redis: RedisHandle | None) -> Tier:
     return MemoryTier(settings.memory_bytes, settings.memory_policy)
 
 
-def _disk(settings: Settings) -> Tier:
+def _disk(settings: Settings, redis: RedisHandle | None) -> Tier:
     return DiskTier(settings.cache_dir, settings.disk_bytes)
 
 
-def _redis(settings: Settings) -> Tier:
+def _redis(settings: Settings, redis: RedisHandle | None) -> Tier:
     from voicecache.cache.tiers.redis import RedisTier
 
-    if not settings.redis_url:
+    if redis is None:
         raise ConfigError("tier 'redis' needs VOICECACHE_REDIS_URL (redis://host:6379/0)")
-    return RedisTier(
-        settings.redis_url,
-        cluster=settings.redis_cluster,
-        prefix=settings.redis_prefix,
-        timeout=settings.redis_timeout,
-        breaker=CircuitBreaker(failures=3, cooldown=settings.redis_breaker_cooldown),
-    )
+    return RedisTier(redis)
 
 
-def _s3(settings: Settings) -> Tier:
+def _s3(settings: Settings, redis: RedisHandle | None) -> Tier:
     from voicecache.cache.tiers.s3 import S3Tier
 
     if not settings.s3_bucket:
@@ -168,7 +190,7 @@ def _s3(settings: Settings) -> Tier:
 
 # Tier names in `VOICECACHE_TIERS`, fastest first; remote backends are imported lazily so the
 # embedded default needs no Redis or S3 client.
-TIER_BUILDERS: dict[str, Callable[[Settings], Tier]] = {
+TIER_BUILDERS: dict[str, Callable[[Settings, RedisHandle | None], Tier]] = {
     "memory": _memory,
     "disk": _disk,
     "redis": _redis,
@@ -176,8 +198,8 @@ TIER_BUILDERS: dict[str, Callable[[Settings], Tier]] = {
 }
 
 
-def build_tiers(settings: Settings) -> list[Tier]:
-    """The tiers named in `settings.tiers`, in order."""
+def build_tiers(settings: Settings, redis: RedisHandle | None = None) -> list[Tier]:
+    """The tiers named in `settings.tiers`, in order (the Redis tier on the shared handle)."""
     tiers: list[Tier] = []
     for name in settings.tiers:
         builder = TIER_BUILDERS.get(name)
@@ -185,7 +207,7 @@ def build_tiers(settings: Settings) -> list[Tier]:
             raise ConfigError(
                 f"unknown tier {name!r}; known tiers: {', '.join(sorted(TIER_BUILDERS))}"
             )
-        tiers.append(builder(settings))
+        tiers.append(builder(settings, redis))
     return tiers
 
 
@@ -246,13 +268,14 @@ def engine_specs(settings: Settings) -> dict[str, EngineSpec]:
 # -- the rest ----------------------------------------------------------------------------------
 
 
-def _fill_lock(settings: Settings, cache: TieredCache):  # type: ignore[no-untyped-def]
-    """A fill lock shared through Redis, so replicas coalesce misses too (None without Redis)."""
-    if "redis" not in settings.tiers:
+def build_fill_lock(settings: Settings, redis: RedisHandle | None) -> RedisFillLock | None:
+    """The cross-replica fill lock, when replicas share a Redis tier: one replica calls the
+    engine for a line, the others wait for what it stores."""
+    if redis is None or "redis" not in settings.tiers:
         return None
-    from voicecache.cluster.fill_lock import fill_lock_for
+    from voicecache.cluster.fill_lock import RedisFillLock
 
-    return fill_lock_for(cache.tiers, settings.lock_ttl, settings.lock_wait)
+    return RedisFillLock(redis, settings.lock_ttl, settings.lock_wait)
 
 
 def build_voices(settings: Settings, clock: Clock = time.time) -> VoiceRegistry:
@@ -267,21 +290,14 @@ def build_voices(settings: Settings, clock: Clock = time.time) -> VoiceRegistry:
     return VoiceRegistry(store, default_voice=settings.default_voice)
 
 
-def build_rate_limits(settings: Settings) -> RateLimits | None:
-    """The limits of `settings`, shared through Redis when `redis_url` is set; None when no
-    limit is configured."""
+def build_rate_limits(settings: Settings, redis: RedisHandle | None) -> RateLimits | None:
+    """The limits of `settings`, counted in Redis when it is shared (in-process while Redis
+    fails); None when no limit is configured."""
     if settings.rate_limit_rps <= 0 and settings.rate_limit_chars_per_minute <= 0:
         return None
-    counters: LocalCounters | RedisCounters = LocalCounters()
-    if settings.redis_url:
-        from voicecache.cache.tiers.redis import make_client
+    shared = None
+    if redis is not None:
+        from voicecache.cluster.rate_counters import SharedCounters
 
-        client = make_client(
-            settings.redis_url, cluster=settings.redis_cluster, timeout=settings.redis_timeout
-        )
-        counters = RedisCounters(
-            client,
-            settings.redis_prefix,
-            breaker=CircuitBreaker(failures=3, cooldown=settings.redis_breaker_cooldown),
-        )
-    return RateLimits(settings.rate_limit_rps, settings.rate_limit_chars_per_minute, counters)
+        shared = SharedCounters(redis)
+    return RateLimits(settings.rate_limit_rps, settings.rate_limit_chars_per_minute, shared)

@@ -69,3 +69,15 @@ def test_serve_refuses_public_bind_without_keys(tmp_path: Path) -> None:
     result = run_cli("serve", "--host", "0.0.0.0", data_dir=tmp_path)
     assert result.returncode == 2
     assert "without API keys" in result.stderr
+
+
+def test_serve_refuses_a_bad_engine_before_starting_workers(tmp_path: Path) -> None:
+    # The parts are built once before uvicorn starts: one line, exit 2, no traceback.
+    result = run_cli(
+        "serve", "--port", "1", data_dir=tmp_path / "data", VOICECACHE_ENGINE="emotivoice"
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: VOICECACHE_ENGINE='emotivoice' is not configured (set "
+        "VOICECACHE_EMOTIVOICE_URL); configured engines: espeak"
+    ]

@@ -15,6 +15,7 @@ from voicecache.bootstrap import build
 from voicecache.cache.tiers.redis import RedisTier
 from voicecache.circuit import CircuitBreaker
 from voicecache.cluster.fill_lock import RedisFillLock
+from voicecache.cluster.redis import RedisHandle, make_client
 from voicecache.model import Acquired, SpeechRequest
 from voicecache.settings import Settings
 
@@ -30,9 +31,9 @@ async def replica(redis_url: str) -> AsyncIterator[Replica]:
     tiers: list[RedisTier] = []
 
     async def make(ttl: float = 5.0, wait: float = 5.0, url: str = redis_url) -> RedisFillLock:
-        tier = RedisTier(url, timeout=1.0)
+        tier = RedisTier(RedisHandle.from_url(url, timeout=1.0))
         tiers.append(tier)
-        return RedisFillLock(tier, ttl, wait, poll_min=0.01, poll_max=0.05)
+        return RedisFillLock(tier.redis, ttl, wait, poll_min=0.01, poll_max=0.05)
 
     yield make
     for tier in tiers:
@@ -107,25 +108,27 @@ async def test_release_never_deletes_someone_elses_lock(replica: Replica, redis_
     new = await fast.acquire(DIGEST, nothing)  # waits for the old lock to expire
     assert new.lease is not None
     await old.lease.release()  # too late: must leave the new holder's lock alone
-    key = fast.tier.lock_key(DIGEST)
-    assert await fast.tier.client.get(key) == new.lease.token.encode()  # type: ignore[attr-defined]
+    key = fast.lock_key(DIGEST)
+    assert await fast.redis.client.get(key) == new.lease.token.encode()  # type: ignore[attr-defined]
     await new.lease.release()
-    assert await fast.tier.client.exists(key) == 0
+    assert await fast.redis.client.exists(key) == 0
 
 
 async def test_redis_down_means_no_lock_and_no_waiting() -> None:
     server = RedisServer().start()
     url = server.url
     server.close()
-    tier = RedisTier(url, timeout=0.2, breaker=CircuitBreaker(1, cooldown=60))
-    lock = RedisFillLock(tier, 5.0, 5.0)
+    tier = RedisTier(
+        RedisHandle(make_client(url, timeout=0.2), breaker=CircuitBreaker(1, cooldown=60))
+    )
+    lock = RedisFillLock(tier.redis, 5.0, 5.0)
     try:
         started = time.perf_counter()
         for _ in range(3):
             got = await lock.acquire(DIGEST, nothing)
             assert got.lease is None and got.result is None
         assert time.perf_counter() - started < 1.0
-        assert lock.skipped == 3 and tier.errors == 1  # then the circuit skipped Redis
+        assert lock.skipped == 3 and tier.redis.errors == 1  # then the circuit skipped Redis
     finally:
         await tier.aclose()
 

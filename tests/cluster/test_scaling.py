@@ -80,14 +80,14 @@ async def test_redis_killed_mid_load_then_restarted(
         own_redis.kill()  # crash while requests are in flight
         await during
         tier = next(t for t in live.gateway.cache.tiers if isinstance(t, RedisTier))
-        assert tier.errors > 0  # requests in flight at the crash fail over Redis: counted
-        errors, skipped = tier.errors, tier.skipped
+        assert tier.redis.errors > 0  # requests in flight at the crash fail over Redis: counted
+        errors, skipped = tier.redis.errors, tier.redis.skipped
         started = time.monotonic()
         await load(client, range(140, 180))  # Redis still dead: the circuit is open
         probes = 1 + (time.monotonic() - started) / 0.3
         assert statuses and set(statuses) == {200}, "Redis trouble must never be a 5xx"
-        assert tier.skipped - skipped >= 20  # most requests never tried Redis …
-        assert tier.errors - errors <= probes  # … except one probe per cooldown
+        assert tier.redis.skipped - skipped >= 20  # most requests never tried Redis …
+        assert tier.redis.errors - errors <= probes  # … except one probe per cooldown
 
         own_redis.start()  # empty: persistence is off
         await asyncio.sleep(0.3)  # the breaker's cooldown

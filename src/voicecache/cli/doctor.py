@@ -33,7 +33,7 @@ async def check_redis(settings: Settings) -> list[str]:
     from redis.asyncio.cluster import RedisCluster
     from redis.exceptions import RedisError, ResponseError
 
-    from voicecache.cache.tiers.redis import make_client
+    from voicecache.cluster.redis import make_client
 
     assert settings.redis_url is not None
     where = redact(settings.redis_url)

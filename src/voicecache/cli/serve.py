@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from voicecache.cli.common import ConfigOption, command, load_settings
+from voicecache.cli.common import ConfigOption, command, load_settings, run
+from voicecache.settings import Settings
 
 
 @command
@@ -24,6 +25,9 @@ def serve(
     from voicecache.http.server import check_bind_is_safe
 
     check_bind_is_safe(settings)  # ConfigError: exit 2
+    # Build every part once before starting workers, so a bad engine, tier or master key ends
+    # here with one line (exit 2) instead of a traceback from inside uvicorn's startup.
+    run(lambda: _build_and_close(settings))
     # Worker processes build their own settings from the environment: hand them ours.
     os.environ.update(
         {
@@ -51,3 +55,10 @@ def serve(
         limit_concurrency=None,
         timeout_graceful_shutdown=10,
     )
+
+
+async def _build_and_close(settings: Settings) -> None:
+    from voicecache.bootstrap import open_services
+
+    async with open_services(settings):
+        pass

@@ -12,7 +12,7 @@ Across replicas, each process's fill first takes a short-lived lock in Redis:
   how a waiter takes over when the holder died (its lock simply expires).
 - Waiting is bounded by `lock_wait`; after that the waiter calls the engine itself.
 
-Redis trouble never blocks a request: the lock shares the Redis tier's client and circuit
+Redis trouble never blocks a request: the lock shares the process's Redis handle and circuit
 breaker, and any Redis error (or an open circuit) means "no lock", i.e. plain local coalescing.
 The lock key carries the same `{<digest>}` hash tag as the entries, so on a Cluster it lives
 in their slot.
@@ -25,12 +25,12 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from voicecache.cache.tiers.redis import RedisTier
+from voicecache.cluster.redis import RedisHandle
 from voicecache.errors import StorageError
-from voicecache.model import Acquired, Tier
+from voicecache.model import Acquired
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -61,9 +61,9 @@ class _RedisLease:
         while True:
             await asyncio.sleep(self.owner.ttl / 3)
             try:
-                await self.owner.tier.guard(
+                await self.owner.redis.guard(
                     "lock extend",
-                    lambda: self.owner.tier.client.eval(_EXTEND, 1, self.key, self.token, ttl_ms),
+                    lambda: self.owner.redis.client.eval(_EXTEND, 1, self.key, self.token, ttl_ms),
                 )
             except StorageError:
                 return  # Redis trouble: the lock will expire on its own
@@ -73,25 +73,25 @@ class _RedisLease:
         with contextlib.suppress(asyncio.CancelledError):
             await self._keeper
         with contextlib.suppress(StorageError):
-            await self.owner.tier.guard(
+            await self.owner.redis.guard(
                 "lock release",
-                lambda: self.owner.tier.client.eval(_RELEASE, 1, self.key, self.token),
+                lambda: self.owner.redis.client.eval(_RELEASE, 1, self.key, self.token),
             )
 
 
 class RedisFillLock:
-    """`SET NX PX` fill locks on the Redis tier's client, waiting by bounded polling."""
+    """`SET NX PX` fill locks on the shared Redis handle, waiting by bounded polling."""
 
     def __init__(
         self,
-        tier: RedisTier,
+        redis: RedisHandle,
         ttl: float = 30.0,
         wait: float = 35.0,
         *,
         poll_min: float = 0.02,
         poll_max: float = 0.25,
     ) -> None:
-        self.tier = tier
+        self.redis = redis
         self.ttl = ttl
         self.wait = wait
         self.poll_min = poll_min
@@ -103,17 +103,22 @@ class RedisFillLock:
         self.timeouts = 0
         self.skipped = 0
 
+    def lock_key(self, digest: str) -> str:
+        """`<prefix>:lock:{<digest>}`: the hash tag puts the lock in the Cluster slot of the
+        line's entries."""
+        return self.redis.key("lock", f"{{{digest}}}")
+
     async def _try_lock(self, key: str, token: str) -> bool:
-        result = await self.tier.guard(
+        result = await self.redis.guard(
             "lock",
-            lambda: self.tier.client.set(key, token, nx=True, px=int(self.ttl * 1000)),
+            lambda: self.redis.client.set(key, token, nx=True, px=int(self.ttl * 1000)),
         )
         return bool(result)
 
     async def acquire(self, digest: str, filled: Callable[[], Awaitable[T | None]]) -> Acquired[T]:
         """Take the lock for `digest`, or wait until `filled()` returns a result (another
         replica stored the audio), or until the lock is free to take over, or `wait` ends."""
-        key = self.tier.lock_key(digest)
+        key = self.lock_key(digest)
         token = secrets.token_hex(16)
         deadline = time.monotonic() + self.wait
         delay = self.poll_min
@@ -142,11 +147,3 @@ class RedisFillLock:
             # Redis down or circuit open: coalesce locally only.
             self.skipped += 1
             return Acquired()
-
-
-def fill_lock_for(tiers: Sequence[Tier], ttl: float, wait: float) -> RedisFillLock | None:
-    """A fill lock on the first Redis tier among `tiers`, or None when there is none."""
-    for tier in tiers:
-        if isinstance(tier, RedisTier):
-            return RedisFillLock(tier, ttl, wait)
-    return None

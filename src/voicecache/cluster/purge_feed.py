@@ -9,7 +9,6 @@ and carries on with the others (see `cache/invalidation/feed.py`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,7 @@ from voicecache.cache.invalidation.feed import (
     PurgeNotice,
     parse_notices,
 )
-from voicecache.cache.tiers.redis import RedisTier
-from voicecache.model import Tier
+from voicecache.cluster.redis import RedisHandle
 
 _STREAM_LENGTH = 1000
 
@@ -29,27 +27,27 @@ _STREAM_LENGTH = 1000
 class RedisFeed(PurgeFeed):
     """Notices in a capped Redis stream shared by every replica using that Redis."""
 
-    def __init__(self, tier: RedisTier) -> None:
-        self.tier = tier  # its client, prefix and circuit breaker
-        self.key = f"{tier.prefix}:purges"
+    def __init__(self, redis: RedisHandle) -> None:
+        self.redis = redis
+        self.key = redis.key("purges")
         self._last: str | None = None
 
     async def publish(self, notice: PurgeNotice) -> None:
         async def add() -> Any:
-            return await self.tier.client.xadd(
+            return await self.redis.client.xadd(
                 self.key, {"notice": notice.to_json()}, maxlen=_STREAM_LENGTH, approximate=True
             )
 
-        await self.tier.guard("purge-feed", add)
+        await self.redis.guard("purge-feed", add)
 
     async def poll(self) -> list[PurgeNotice]:
-        client = self.tier.client
+        client = self.redis.client
         if self._last is None:
 
             async def newest() -> Any:
                 return await client.xrevrange(self.key, count=1)
 
-            latest = await self.tier.guard("purge-feed", newest)
+            latest = await self.redis.guard("purge-feed", newest)
             self._last = _decode(latest[0][0]) if latest else "0-0"
             return []
 
@@ -58,7 +56,7 @@ class RedisFeed(PurgeFeed):
         async def read() -> Any:
             return await client.xread({self.key: last}, count=100)
 
-        found = await self.tier.guard("purge-feed", read)
+        found = await self.redis.guard("purge-feed", read)
         lines: list[bytes | str] = []
         for _, messages in found or ():
             for message_id, fields in messages:
@@ -69,12 +67,11 @@ class RedisFeed(PurgeFeed):
         return parse_notices(lines)
 
 
-def build_feed(data_dir: Path, tiers: Sequence[Tier]) -> MultiFeed:
-    """The feeds for a process: the host's file, plus Redis when a Redis tier is configured."""
+def build_feed(data_dir: Path, redis: RedisHandle | None) -> MultiFeed:
+    """The feeds for a process: the host's file, plus a Redis stream when Redis is shared."""
     feeds: list[PurgeFeed] = [FileFeed(Path(data_dir) / "purges.jsonl")]
-    redis_tier = next((tier for tier in tiers if isinstance(tier, RedisTier)), None)
-    if redis_tier is not None:
-        feeds.append(RedisFeed(redis_tier))
+    if redis is not None:
+        feeds.append(RedisFeed(redis))
     return MultiFeed(feeds)
 
 

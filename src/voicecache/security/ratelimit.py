@@ -11,33 +11,17 @@ cooldown rather than failing requests or letting traffic through unlimited.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
 from collections.abc import Callable
 from typing import Any
 
-from voicecache.circuit import CircuitBreaker
-from voicecache.errors import RateLimited
+from voicecache.cluster.rate_counters import SharedCounters
+from voicecache.errors import RateLimited, StorageError
 from voicecache.security.auth import Principal, current_principal
 
 log = logging.getLogger(__name__)
-
-# KEYS[1] counter; ARGV cost, limit, window in ms. Returns -1 when admitted, else the
-# milliseconds until the window ends. A request bigger than the whole limit is admitted into
-# an empty window, so one long line is never refused forever.
-_SCRIPT = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-local cost = tonumber(ARGV[1])
-if current > 0 and current + cost > tonumber(ARGV[2]) then
-  return math.max(redis.call('PTTL', KEYS[1]), 1)
-end
-if redis.call('INCRBY', KEYS[1], cost) == cost then
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-end
-return -1
-"""
 
 
 class LocalCounters:
@@ -63,46 +47,6 @@ class LocalCounters:
         return None
 
 
-class RedisCounters:
-    """Fixed-window counters shared through Redis, with in-process counters as fallback."""
-
-    def __init__(
-        self,
-        client: Any,
-        prefix: str = "vc",
-        fallback: LocalCounters | None = None,
-        breaker: CircuitBreaker | None = None,
-    ) -> None:
-        self.client = client
-        self.prefix = prefix
-        self.fallback = fallback or LocalCounters()
-        self.breaker = breaker or CircuitBreaker(failures=3, cooldown=5.0)
-        self._script = client.register_script(_SCRIPT)
-
-    async def take(self, key: str, cost: int, limit: int, window: float) -> float | None:
-        if not self.breaker.allow():
-            return self.fallback.take(key, cost, limit, window)
-        probe = self.breaker.probing  # right after allow(): whether this call is the probe
-        try:
-            # The hash tag keeps the counter on one slot in a cluster.
-            waited = await self._script(
-                keys=[f"{self.prefix}:rl:{{{key}}}"], args=[cost, limit, math.ceil(window * 1000)]
-            )
-        except asyncio.CancelledError:  # no verdict: a cancelled probe must not block the next
-            if probe:
-                self.breaker.release_probe()
-            raise
-        except Exception as exc:  # Redis down: limit per process rather than fail requests
-            self.breaker.failure()
-            log.warning("rate limits fall back to in-process counters: %s", exc)
-            return self.fallback.take(key, cost, limit, window)
-        self.breaker.success()
-        return None if int(waited) < 0 else int(waited) / 1000
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
-
 class RateLimits:
     """The limits of `Settings` applied per key (per client address without keys)."""
 
@@ -110,11 +54,13 @@ class RateLimits:
         self,
         rps: float = 0.0,
         chars_per_minute: int = 0,
-        counters: LocalCounters | RedisCounters | None = None,
+        shared: SharedCounters | None = None,
+        local: LocalCounters | None = None,
     ) -> None:
         self.rps = rps
         self.chars_per_minute = chars_per_minute
-        self.counters = counters or LocalCounters()
+        self.shared = shared
+        self.local = local or LocalCounters()
         # Fractional rates (0.5/s) become one request per 1/rps seconds.
         if rps >= 1:
             self._request_limit, self._request_window = math.floor(rps), 1.0
@@ -122,10 +68,6 @@ class RateLimits:
             self._request_limit, self._request_window = 1, 1.0 / rps
         else:
             self._request_limit, self._request_window = 0, 0.0
-
-    @property
-    def enabled(self) -> bool:
-        return self.rps > 0 or self.chars_per_minute > 0
 
     async def request(self, principal: Principal, client: str | None = None) -> None:
         """Count one request; raises `RateLimited` (429 with Retry-After) over the limit."""
@@ -158,14 +100,15 @@ class RateLimits:
         await self.characters(current_principal.get(), len(plan.job.text))
 
     async def _take(self, key: str, cost: int, limit: int, window: float) -> float | None:
-        counters = self.counters
-        if isinstance(counters, LocalCounters):
-            return counters.take(key, cost, limit, window)
-        return await counters.take(key, cost, limit, window)
+        if self.shared is not None:
+            try:
+                return await self.shared.take(key, cost, limit, window)
+            except StorageError as exc:  # Redis down: limit per process, never fail requests
+                log.warning("rate limits fall back to in-process counters: %s", exc.detail)
+        return self.local.take(key, cost, limit, window)
 
     async def aclose(self) -> None:
-        if isinstance(self.counters, RedisCounters):
-            await self.counters.aclose()
+        """Nothing to close: shared counters use the process's Redis handle."""
 
 
 def _bucket(principal: Principal, client: str | None) -> str:

@@ -19,6 +19,7 @@ from voicecache.cache.tiers import DiskTier, MemoryTier, TieredCache
 from voicecache.cache.tiers.redis import RedisTier
 from voicecache.cli.main import app
 from voicecache.cluster.purge_feed import build_feed
+from voicecache.cluster.redis import RedisHandle
 from voicecache.settings import Settings
 
 LINE = {"text": "Purge me everywhere.", "voice": "en"}
@@ -89,7 +90,7 @@ async def test_replicas_on_other_hosts_follow_through_redis(tmp_path: Path, redi
         return TieredCache(
             [
                 MemoryTier(1 << 24, "lru"),
-                RedisTier(redis_url, timeout=10.0, clock=lambda: NOW),
+                RedisTier(RedisHandle.from_url(redis_url, timeout=10.0), clock=lambda: NOW),
                 DiskTier(tmp_path / name / "cache", 1 << 24),
             ],
             clock=lambda: NOW,
@@ -101,8 +102,8 @@ async def test_replicas_on_other_hosts_follow_through_redis(tmp_path: Path, redi
             for tier in cache.tiers:  # directly, so a failed write fails loudly here
                 await tier.set(*entry(name, **fields))
     # Different data dirs: only the Redis stream connects the two.
-    feed_here = attach(here, build_feed(tmp_path / "here", here.tiers))
-    feed_there = attach(there, build_feed(tmp_path / "there", there.tiers))
+    feed_here = attach(here, build_feed(tmp_path / "here", here.tiers[1].redis))
+    feed_there = attach(there, build_feed(tmp_path / "there", there.tiers[1].redis))
     follower = PurgeFollower(there, feed_there, interval=0)
     own = PurgeFollower(here, feed_here, interval=0)
     assert await follower.follow_once() == 0  # starts reading the stream here

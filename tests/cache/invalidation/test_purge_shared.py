@@ -17,6 +17,7 @@ from voicecache.cache.invalidation.sweeper import Sweeper, SweepLease
 from voicecache.cache.tiers import DiskTier, MemoryTier, TieredCache
 from voicecache.cache.tiers.redis import RedisTier
 from voicecache.cache.tiers.s3 import S3Tier
+from voicecache.cluster.redis import RedisHandle
 
 pytestmark = [pytest.mark.redis, pytest.mark.s3]
 
@@ -28,7 +29,7 @@ async def cache(
     tiers = [
         MemoryTier(1 << 24, "lru"),
         # Generous timeouts: a loaded test machine must not turn into a failed write.
-        RedisTier(redis_url, timeout=10.0, clock=lambda: NOW),
+        RedisTier(RedisHandle.from_url(redis_url, timeout=10.0), clock=lambda: NOW),
         DiskTier(tmp_path / "disk", 1 << 24),
         S3Tier(
             s3_bucket,
@@ -112,7 +113,7 @@ async def test_one_replica_per_interval_sweeps_redis_and_s3(cache: TieredCache) 
     redis_tier = cache.tiers[1]
     versions = {"emotivoice": "emotivoice-1"}
     sweepers = [
-        Sweeper(cache, lambda: versions, 300, lambda: NOW, SweepLease(None, redis_tier))
+        Sweeper(cache, lambda: versions, 300, lambda: NOW, SweepLease(None, redis_tier.redis))
         for _ in range(2)
     ]
     first = await sweepers[0].sweep()

@@ -23,6 +23,7 @@ from tests.servers import MotoS3Server, RedisCluster
 from voicecache.cache.tiers import DiskTier, Entry, EntryMeta, MemoryTier, Tier
 from voicecache.cache.tiers.redis import RedisTier
 from voicecache.cache.tiers.s3 import S3Tier
+from voicecache.cluster.redis import RedisHandle
 from voicecache.model import checksum
 
 # Flips one byte inside every stored copy of `payload`; returns how many copies it found.
@@ -122,13 +123,15 @@ async def _disk(request: pytest.FixtureRequest, root: Path) -> Backend:
 
 async def _redis(request: pytest.FixtureRequest, root: Path) -> Backend:
     url: str = request.getfixturevalue("redis_url")
-    return Backend(RedisTier(url, timeout=2.0), _damage_redis([url]), exact_bytes=False)
+    return Backend(
+        RedisTier(RedisHandle.from_url(url, timeout=2.0)), _damage_redis([url]), exact_bytes=False
+    )
 
 
 async def _redis_cluster(request: pytest.FixtureRequest, root: Path) -> Backend:
     cluster: RedisCluster = request.getfixturevalue("redis_cluster")
     cluster.flushall()
-    tier = RedisTier(cluster.url, cluster=True, timeout=2.0)
+    tier = RedisTier(RedisHandle.from_url(cluster.url, cluster=True, timeout=2.0))
     return Backend(tier, _damage_redis(cluster.urls), exact_bytes=False)
 
 

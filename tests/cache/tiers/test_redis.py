@@ -16,10 +16,12 @@ import redis.asyncio as aioredis
 
 from tests.cache.tiers.test_contract import make_entry
 from tests.servers import RedisCluster, RedisServer
-from voicecache.bootstrap import build_tiers
+from voicecache.bootstrap import build_redis, build_tiers
 from voicecache.cache.tiers import Entry
-from voicecache.cache.tiers.redis import RedisTier, parse_redis_url
+from voicecache.cache.tiers.redis import RedisTier
 from voicecache.circuit import CircuitBreaker
+from voicecache.cluster.fill_lock import RedisFillLock
+from voicecache.cluster.redis import RedisHandle, make_client, parse_redis_url
 from voicecache.errors import ConfigError, StorageError
 from voicecache.settings import Settings
 
@@ -38,7 +40,7 @@ def entry_id(n: int, fmt: str = "flac") -> str:
 
 @pytest.fixture
 async def tier(redis_url: str) -> AsyncIterator[RedisTier]:
-    made = RedisTier(redis_url, prefix="t", timeout=2.0, clock=lambda: NOW)
+    made = RedisTier(RedisHandle.from_url(redis_url, prefix="t", timeout=2.0), clock=lambda: NOW)
     yield made
     await made.aclose()
 
@@ -117,7 +119,7 @@ async def test_corrupt_values_are_dropped(tier: RedisTier, raw: redis.Redis) -> 
     raw.set(key, bytes(blob))
     assert await tier.get(entry_id(9)) is None
     assert raw.exists(key) == 0
-    assert tier.errors == 1
+    assert tier.corrupt == 1
 
 
 def test_url_forms() -> None:
@@ -130,15 +132,15 @@ def test_url_forms() -> None:
 def test_tiers_from_settings(tmp_path: os.PathLike[str]) -> None:
     settings = Settings(data_dir=tmp_path, tiers="memory,redis,s3", redis_url="redis://x:1")
     with pytest.raises(ConfigError, match="VOICECACHE_S3_BUCKET"):
-        build_tiers(settings)
+        build_tiers(settings, build_redis(settings))
     settings = Settings(data_dir=tmp_path, tiers="memory,redis")
     with pytest.raises(ConfigError, match="VOICECACHE_REDIS_URL"):
-        build_tiers(settings)
+        build_redis(settings)
     settings = Settings(
         data_dir=tmp_path, tiers="redis", redis_url="redis+cluster://127.0.0.1:1", redis_prefix="p"
     )
-    (made,) = build_tiers(settings)
-    assert isinstance(made, RedisTier) and made.cluster and made.prefix == "p"
+    (made,) = build_tiers(settings, build_redis(settings))
+    assert isinstance(made, RedisTier) and made.redis.cluster and made.prefix == "p"
 
 
 # -- failures ------------------------------------------------------------------------------------
@@ -156,20 +158,20 @@ async def test_circuit_skips_a_dead_server_then_probes_and_recovers(
 ) -> None:
     now = [0.0]
     breaker = CircuitBreaker(failures=3, cooldown=5.0, clock=lambda: now[0])
-    tier = RedisTier(own_redis.url, timeout=0.5, breaker=breaker)
+    tier = RedisTier(RedisHandle(make_client(own_redis.url, timeout=0.5), breaker=breaker))
     try:
         await tier.set(entry_id(10), make_entry("0a" * 32, b"kept"))
         own_redis.kill()
         for _ in range(3):
             with pytest.raises(StorageError):
                 await tier.get(entry_id(10))
-        assert breaker.state == "open" and tier.errors == 3
+        assert breaker.state == "open" and tier.redis.errors == 3
         started = time.perf_counter()
         for _ in range(50):  # the circuit is open: no request touches the network
             assert await tier.get(entry_id(10)) is None
             await tier.set(entry_id(11), make_entry("0b" * 32, b"dropped"))
         assert time.perf_counter() - started < 0.05
-        assert tier.skipped == 100 and tier.errors == 3
+        assert tier.redis.skipped == 100 and tier.redis.errors == 3
 
         own_redis.start()  # empty again: persistence is off
         now[0] += 5.0  # cooldown over: the next call probes, succeeds, closes the circuit
@@ -184,7 +186,9 @@ async def test_circuit_skips_a_dead_server_then_probes_and_recovers(
 async def test_a_hung_server_costs_one_timeout_per_request_until_the_circuit_opens(
     own_redis: RedisServer,
 ) -> None:
-    tier = RedisTier(own_redis.url, timeout=0.1, breaker=CircuitBreaker(3, cooldown=60))
+    tier = RedisTier(
+        RedisHandle(make_client(own_redis.url, timeout=0.1), breaker=CircuitBreaker(3, cooldown=60))
+    )
     pid = own_redis.pid
     assert pid is not None
     await tier.set(entry_id(12), make_entry("0c" * 32, b"x"))
@@ -197,7 +201,7 @@ async def test_a_hung_server_costs_one_timeout_per_request_until_the_circuit_ope
         elapsed = time.perf_counter() - started
         # 3 failing calls, each at most timeout × 2 attempts; then 17 instant skips.
         assert elapsed < 3 * 0.1 * 2 + 0.3
-        assert tier.errors == 3 and tier.skipped == 17
+        assert tier.redis.errors == 3 and tier.redis.skipped == 17
     finally:
         os.kill(pid, signal.SIGCONT)
         await tier.aclose()
@@ -209,7 +213,9 @@ async def test_a_hung_server_costs_one_timeout_per_request_until_the_circuit_ope
 @pytest.fixture
 async def cluster_tier(redis_cluster: RedisCluster) -> AsyncIterator[RedisTier]:
     redis_cluster.flushall()
-    made = RedisTier(f"redis+cluster://127.0.0.1:{redis_cluster.port}", timeout=2.0)
+    made = RedisTier(
+        RedisHandle.from_url(f"redis+cluster://127.0.0.1:{redis_cluster.port}", timeout=2.0)
+    )
     yield made
     await made.aclose()
 
@@ -222,7 +228,7 @@ async def test_cluster_keeps_every_key_of_an_entry_in_one_slot(
         cluster_tier.key(f"{digest}.flac"),
         cluster_tier.key(f"{digest}.mp3"),
         cluster_tier.key(f"{digest}.opus"),
-        cluster_tier.lock_key(digest),
+        RedisFillLock(cluster_tier.redis).lock_key(digest),
     ]
     async with aioredis.Redis.from_url(redis_cluster.url) as node:
         slots = {await node.execute_command("CLUSTER", "KEYSLOT", key) for key in keys}

@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voicecache.cache.invalidation.filter import Unreachable
 from voicecache.cache.invalidation.purge import PurgeReport, purge_tier, tier_identity
@@ -37,15 +37,18 @@ from voicecache.cache.tiers.memory import MemoryTier
 from voicecache.cache.tiers.tiered import TieredCache
 from voicecache.model import Tier
 
+if TYPE_CHECKING:  # the Redis client is imported only where Redis is configured
+    from voicecache.cache.tiers.redis import RedisConnection
+
 log = logging.getLogger(__name__)
 
 
 class SweepLease:
     """Grants the sweep of one shared store to one process per interval."""
 
-    def __init__(self, data_dir: Path | None, redis_tier: Any = None) -> None:
+    def __init__(self, data_dir: Path | None, redis: RedisConnection | None = None) -> None:
         self.data_dir = data_dir
-        self.redis_tier = redis_tier
+        self.redis = redis
         self.holder = uuid.uuid4().hex
 
     async def acquire(self, tier: Tier, interval: float) -> bool:
@@ -55,15 +58,15 @@ class SweepLease:
         name = hashlib.sha256(tier_identity(tier).encode()).hexdigest()[:24]
         # A little shorter than the interval, so the next sweep finds the lease free.
         hold = interval * 0.9
-        if self.redis_tier is not None:
-            client = self.redis_tier.client
-            key = f"{self.redis_tier.prefix}:sweep:{name}"
+        if self.redis is not None:
+            client = self.redis.client
+            key = f"{self.redis.prefix}:sweep:{name}"
 
             async def take() -> Any:
                 return await client.set(key, self.holder, nx=True, px=max(1, int(hold * 1000)))
 
             try:
-                return bool(await self.redis_tier.guard("sweep-lease", take))
+                return bool(await self.redis.guard("sweep-lease", take))
             except Exception:
                 pass  # Redis unreachable: fall back to the host's file lease
         if self.data_dir is None:
@@ -111,16 +114,20 @@ class Sweeper:
 
     @classmethod
     def for_gateway(
-        cls, gateway: Gateway, interval: float, data_dir: Path | None = None
+        cls,
+        gateway: Gateway,
+        interval: float,
+        data_dir: Path | None = None,
+        redis: RedisConnection | None = None,
     ) -> Sweeper:
-        """A sweeper for the gateway's cache and engines, sharing stores through leases."""
-        redis_tier = next((t for t in gateway.cache.tiers if t.name == "redis"), None)
+        """A sweeper for the gateway's cache and engines; shared stores are swept by one
+        process per interval, through a lease in Redis (when shared) or a file on the host."""
         return cls(
             gateway.cache,
             lambda: {name: engine.model_version for name, engine in gateway.engines.items()},
             interval,
             gateway.clock,
-            SweepLease(data_dir, redis_tier if hasattr(redis_tier, "client") else None),
+            SweepLease(data_dir, redis),
         )
 
     async def sweep(self) -> PurgeReport:

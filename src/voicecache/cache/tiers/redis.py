@@ -14,28 +14,21 @@ Layout, with `prefix` = `settings.redis_prefix`:
 Each entry expires in Redis when its grace period ends (`meta.stale_until`); pinned entries
 never expire. Redis's own eviction (`maxmemory` + `allkeys-lru`/`allkeys-lfu`) bounds memory.
 
-Failure behaviour: short socket timeouts (`settings.redis_timeout`), at most one immediate
-retry (a pooled connection may have died with a restarted server), and a `CircuitBreaker`:
-after a few consecutive failures Redis is skipped for `redis_breaker_cooldown` seconds, then
-one request probes it. Errors surface as `StorageError` (which `TieredCache` counts and treats
-as a miss); while the circuit is open reads are plain misses and writes are dropped, so no
-request waits on a dead server. redis-py reconnects by itself once the server is back.
+Failure behaviour: every operation goes through the process's shared Redis handle
+(`cluster/redis.py`: short timeouts, one circuit breaker for every Redis user). Errors surface
+as `StorageError` (which `TieredCache` counts and treats as a miss); while the circuit is open
+reads are plain misses and writes are dropped, so no request waits on a dead server.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from voicecache.circuit import CircuitBreaker
 from voicecache.errors import CircuitOpen, StorageError
@@ -43,36 +36,23 @@ from voicecache.model import Entry, EntryMeta, Tier, TierStats, read_header
 
 T = TypeVar("T")
 
-RedisClient = aioredis.Redis | RedisCluster
 
 # Bytes read to parse a header without the audio (text ≤ 4000 chars, JSON-escaped).
 HEADER_PROBE = 64 * 1024
 _SCAN_BATCH = 200
-_BACKEND_ERRORS = (RedisError, OSError, TimeoutError)
 
 
-def parse_redis_url(url: str, cluster: bool = False) -> tuple[str, bool]:
-    """Normalize a `redis+cluster://` / `rediss+cluster://` URL to what redis-py understands,
-    and tell whether a cluster client is wanted."""
-    for scheme in ("redis+cluster://", "rediss+cluster://"):
-        if url.startswith(scheme):
-            return scheme.replace("+cluster", "") + url[len(scheme) :], True
-    return url, cluster
+class RedisConnection(Protocol):
+    """What the Redis tier (and the sweep lease) need of a Redis connection: the process's
+    shared `cluster.redis.RedisHandle` satisfies it."""
 
+    client: Any
+    prefix: str
+    breaker: CircuitBreaker
+    errors: int
+    skipped: int
 
-def make_client(url: str, *, cluster: bool = False, timeout: float = 0.25) -> RedisClient:
-    """An asyncio Redis (or Redis Cluster) client with short timeouts and one quick retry."""
-    url, cluster = parse_redis_url(url, cluster)
-    common: dict[str, Any] = {
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        # One immediate retry: a pooled connection may be dead after a server restart, but
-        # backing off inside a request would only make the request wait.
-        "retry": Retry(NoBackoff(), 1),
-    }
-    if cluster:
-        return RedisCluster.from_url(url, require_full_coverage=False, **common)
-    return aioredis.Redis.from_url(url, **common)
+    async def guard(self, what: str, work: Callable[[], Awaitable[T]]) -> T: ...
 
 
 def _glob_escape(text: str) -> str:
@@ -84,26 +64,13 @@ class RedisTier(Tier):
 
     name = "redis"
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        cluster: bool = False,
-        prefix: str = "vc",
-        timeout: float = 0.25,
-        breaker: CircuitBreaker | None = None,
-        clock: Callable[[], float] = time.time,
-        client: RedisClient | None = None,
-    ) -> None:
-        self.url, self.cluster = parse_redis_url(url, cluster)
-        self.prefix = prefix
-        self.client: RedisClient = client or make_client(
-            self.url, cluster=self.cluster, timeout=timeout
-        )
-        self.breaker = breaker or CircuitBreaker(failures=3, cooldown=5.0)
+    def __init__(self, redis: RedisConnection, *, clock: Callable[[], float] = time.time) -> None:
+        self.redis = redis
+        self.prefix = redis.prefix
+        self.client = redis.client
+        self.breaker = redis.breaker
         self.clock = clock
-        self.errors = 0
-        self.skipped = 0  # operations not attempted because the circuit was open
+        self.corrupt = 0  # entries that failed their checksum and were dropped
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -111,10 +78,6 @@ class RedisTier(Tier):
         """The Redis key of an entry: `<prefix>:e:{<digest>}.<format>`."""
         digest, dot, rest = entry_id.partition(".")
         return f"{self.prefix}:e:{{{digest}}}{dot}{rest}"
-
-    def lock_key(self, digest: str) -> str:
-        """The key of the fill lock for one line (same slot as its entries)."""
-        return f"{self.prefix}:lock:{{{digest}}}"
 
     def _entry_id(self, key: bytes | str) -> str:
         text = key.decode() if isinstance(key, bytes) else key
@@ -133,26 +96,9 @@ class RedisTier(Tier):
     # -- guarded calls --------------------------------------------------------------------------
 
     async def guard(self, what: str, work: Callable[[], Awaitable[T]]) -> T:
-        """Run one Redis operation through the circuit breaker.
-
-        Raises `CircuitOpen` without calling Redis while the circuit is open, and
-        `StorageError` (after counting it) when Redis fails."""
-        if not self.breaker.allow():
-            self.skipped += 1
-            raise CircuitOpen(f"redis skipped for {what}: circuit open after repeated failures")
-        probe = self.breaker.probing  # right after allow(): whether this call is the probe
-        try:
-            result = await work()
-        except asyncio.CancelledError:  # no verdict: a cancelled probe must not block the next
-            if probe:
-                self.breaker.release_probe()
-            raise
-        except _BACKEND_ERRORS as exc:
-            self.breaker.failure()
-            self.errors += 1
-            raise StorageError(f"redis {what} failed: {type(exc).__name__}: {exc}") from exc
-        self.breaker.success()
-        return result
+        """One Redis operation through the shared handle's circuit breaker (see
+        `cluster/redis.py`): `CircuitOpen` while it is open, `StorageError` on failure."""
+        return await self.redis.guard(what, work)
 
     # -- Tier protocol ----------------------------------------------------------------------------
 
@@ -166,7 +112,7 @@ class RedisTier(Tier):
         try:
             return Entry.from_bytes(blob)
         except StorageError:
-            self.errors += 1
+            self.corrupt += 1
             await self.delete(entry_id)
             return None
 
@@ -300,8 +246,8 @@ class RedisTier(Tier):
         """Entries under the prefix (a SCAN: O(keys), keep it off hot paths) and server memory."""
         stats = TierStats(
             name=self.name,
-            errors=self.errors,
-            extra={"circuit": self.breaker.state, "skipped": self.skipped},
+            errors=self.redis.errors + self.corrupt,
+            extra={"circuit": self.breaker.state, "skipped": self.redis.skipped},
         )
         pattern = f"{_glob_escape(self.prefix)}:e:*"
 
@@ -325,7 +271,8 @@ class RedisTier(Tier):
         return stats
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        """Nothing to close: the client belongs to the shared handle, closed once by its
+        owner (`bootstrap.Services.aclose`)."""
 
 
 def _per_node(found: Any) -> bool:
