@@ -54,10 +54,6 @@ class Principal:
     tenant: str | None
     scopes: frozenset[str]
 
-    @property
-    def anonymous(self) -> bool:
-        return self.key_id is None
-
     def has(self, scope: str) -> bool:
         return scope == ANY_KEY or scope in self.scopes
 
@@ -382,12 +378,9 @@ class Authenticator:
         if scope != ANY_KEY and scope not in principal.scopes:
             raise Forbidden(f"this key lacks the {scope!r} scope")
 
-    def check(self, method: str, path: str, authorization: str | None) -> Principal:
-        """Authenticate and authorize one request (no rate limits: see `RateLimits`)."""
-        return self.check_scope(required_scope(method, path), authorization)
-
     def check_scope(self, scope: str | None, authorization: str | None) -> Principal:
-        """Like `check`, for a scope already looked up with `required_scope`."""
+        """Authenticate and authorize one request needing `scope` (from `required_scope`; no
+        rate limits: see `RateLimits`)."""
         if scope is None:
             return _PUBLIC  # never touches the keys file: /healthz answers even if it breaks
         principal = self.authenticate(authorization)

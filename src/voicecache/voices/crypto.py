@@ -156,10 +156,6 @@ class Keyring:
         except (InvalidTag, ValueError) as exc:
             raise DecryptionFailed("encrypted sample failed authentication") from exc
 
-    def key_id_of(self, blob: bytes) -> str:
-        """The id of the master key that wrapped `blob`'s data key."""
-        return str(_parse(blob)[0]["kid"])
-
     def rewrap(self, blob: bytes, associated: bytes) -> bytes | None:
         """The blob with its data key wrapped by the current master key, or None when it
         already is. The sample ciphertext is copied unchanged."""
