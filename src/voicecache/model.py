@@ -113,7 +113,7 @@ class SpeechRequest:
             voice=voice,
             emotion=emotion,
             speed=round(float(speed), 2),
-            format=fmt,  # type: ignore[arg-type]
+            format=fmt,
             engine=engine or None,
             tags=_parse_tags(tags),
             personalized=bool(personalized),

@@ -89,7 +89,7 @@ def _row(line: int, values: dict[str, Any]) -> ScriptLine | BadLine:
         if isinstance(raw_speed, bool):
             return BadLine(line, f"speed is not a number: {raw_speed!r}")
         try:
-            speed = float(raw_speed)  # type: ignore[arg-type]
+            speed = float(raw_speed)
         except (TypeError, ValueError):
             return BadLine(line, f"speed is not a number: {raw_speed!r}")
     raw_tags = values.get("tags")

@@ -32,7 +32,7 @@ async def audio_by_key(
     try:
         if not _KEY.match(key) or fmt not in FORMATS:
             raise NotFound(f"no audio stored under {key}.{fmt}")
-        fmt_checked: AudioFormat = fmt  # type: ignore[assignment]
+        fmt_checked: AudioFormat = fmt
         result = await gateway.fetch(key, fmt_checked, tenant=tenant)
     except NotFound as exc:
         # The audio may exist a moment later (after a synthesis): no cache may keep the 404.
