@@ -24,6 +24,13 @@ from voicecache.settings import Settings
 pytest_plugins = ["tests.fixtures_servers"]
 
 
+def error_message(response: httpx.Response) -> str:
+    """The readable message of an error answer: `detail` on native routes, OpenAI's
+    `error.message` under `/v1/`."""
+    body = response.json()
+    return str(body["error"]["message"] if "error" in body else body["detail"])
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Embedded defaults, with data in a temporary directory."""

@@ -46,15 +46,24 @@ class VoicecacheError(Exception):
 
 
 class InvalidRequest(VoicecacheError):
+    """Bad input. `param` names the offending request field when it is known (`text`,
+    `voice`, `speed`…, as the native API spells them); OpenAI-shaped answers report it."""
+
     status_code = 422
+    param: str | None = None
+
+    def __init__(self, detail: str, param: str | None = None) -> None:
+        super().__init__(detail)
+        if param is not None:
+            self.param = param
 
 
 class UnknownVoice(InvalidRequest):
-    pass
+    param = "voice"
 
 
 class UnknownEmotion(InvalidRequest):
-    pass
+    param = "emotion"
 
 
 class InvalidSample(InvalidRequest):

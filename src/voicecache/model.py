@@ -87,27 +87,29 @@ class SpeechRequest:
     ) -> SpeechRequest:
         """Validate and normalize; raises `InvalidRequest` with a readable detail."""
         if not isinstance(text, str):
-            raise InvalidRequest("text must be a string")
+            raise InvalidRequest("text must be a string", "text")
         if len(text) > max_text_chars:
-            raise InvalidRequest(f"text is {len(text)} characters; the limit is {max_text_chars}")
+            raise InvalidRequest(
+                f"text is {len(text)} characters; the limit is {max_text_chars}", "text"
+            )
         normalized = normalize_text(text, normalization)
         if not normalized.strip():
-            raise InvalidRequest("text is empty")
+            raise InvalidRequest("text is empty", "text")
         if not isinstance(voice, str) or not VOICE_PATTERN.match(voice):
             raise InvalidRequest(
-                "voice must be 1-64 characters of letters, digits, '_', '.', '+' or '-'"
+                "voice must be 1-64 characters of letters, digits, '_', '.', '+' or '-'", "voice"
             )
         emotion = (emotion or "neutral").strip().lower()
         if not EMOTION_PATTERN.match(emotion):
-            raise InvalidRequest("emotion must be 1-32 letters, digits, '_' or '-'")
+            raise InvalidRequest("emotion must be 1-32 letters, digits, '_' or '-'", "emotion")
         speed = 1.0 if speed is None else speed
         if isinstance(speed, bool) or not isinstance(speed, int | float) or speed != speed:
-            raise InvalidRequest("speed must be a number")
+            raise InvalidRequest("speed must be a number", "speed")
         if not MIN_SPEED <= speed <= MAX_SPEED:
-            raise InvalidRequest(f"speed must be between {MIN_SPEED} and {MAX_SPEED}")
+            raise InvalidRequest(f"speed must be between {MIN_SPEED} and {MAX_SPEED}", "speed")
         fmt = (format or "wav").lower()
         if fmt not in FORMATS:
-            raise InvalidRequest(f"format must be one of: {', '.join(FORMATS)}")
+            raise InvalidRequest(f"format must be one of: {', '.join(FORMATS)}", "format")
         return cls(
             text=normalized,
             voice=voice,
@@ -127,10 +129,12 @@ def _parse_tags(tags: Iterable[str] | str | None) -> tuple[str, ...]:
     items = tags.split(",") if isinstance(tags, str) else list(tags)
     cleaned = sorted({str(tag).strip() for tag in items if str(tag).strip()})
     if len(cleaned) > MAX_TAGS:
-        raise InvalidRequest(f"at most {MAX_TAGS} tags")
+        raise InvalidRequest(f"at most {MAX_TAGS} tags", "tags")
     for tag in cleaned:
         if not TAG_PATTERN.match(tag):
-            raise InvalidRequest(f"tag {tag!r} must be 1-64 letters, digits, '_', '.', ':' or '-'")
+            raise InvalidRequest(
+                f"tag {tag!r} must be 1-64 letters, digits, '_', '.', ':' or '-'", "tags"
+            )
     return tuple(cleaned)
 
 
@@ -211,6 +215,10 @@ class Engine(ABC):
     @abstractmethod
     async def synthesize(self, job: SynthesisJob) -> Audio:
         """Synthesize `job.text`; raise `EngineError` (or a subclass) on failure."""
+
+    async def probe(self) -> None:  # noqa: B027 - optional hook: nothing to check by default
+        """Raise `EngineError` unless the engine can be reached now, without synthesizing (a
+        connect and a cheap request): readiness checks and `voicecache doctor`."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most engines hold nothing
         """Release connections and threads."""

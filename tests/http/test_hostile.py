@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LiveApp
+from tests.conftest import LiveApp, error_message
 from tests.servers import UvicornThread
 from tests.voice_samples import master_key, voice_like
 from voicecache.http.app import create_app
@@ -68,7 +68,7 @@ def test_upload_limit_is_enforced_from_content_length(
         "/v1/voices", data={"name": "big"}, files={"file": ("big.wav", big)}
     )
     assert response.status_code == 413
-    assert "limit" in response.json()["detail"]
+    assert "limit" in error_message(response)
     assert not (settings.data_dir / "voices").exists()
 
 
@@ -111,7 +111,7 @@ def test_slow_headers_are_cut_off(settings: Settings, monkeypatch: pytest.Monkey
         ("POST", "/tts", {"text": "hi", "voice": "v-../../../keys"}, 422),
         ("POST", "/tts", {"text": "hi", "voice": "en", "emotion": "<script>"}, 422),
         ("POST", "/tts", {"text": "hi", "voice": "en", "format": "exe"}, 422),
-        ("POST", "/v1/audio/speech", {"input": "hi", "voice": "en", "response_format": "x"}, 422),
+        ("POST", "/v1/audio/speech", {"input": "hi", "voice": "en", "response_format": "x"}, 400),
         ("GET", "/v1/voices/..%2F..%2Fkeys.json", None, 404),
         ("GET", "/v1/voices/v-0123456789abcdef%00", None, 404),
         ("DELETE", "/v1/voices/%2e%2e", None, 404),
@@ -123,7 +123,7 @@ def test_paths_and_ids_are_never_trusted(
 ) -> None:
     response = live.client.request(method, path, json=body)
     assert response.status_code == status, response.text
-    assert response.json()["detail"]
+    assert error_message(response)
 
 
 def test_schemathesis_finds_no_5xx_and_no_schema_violations(

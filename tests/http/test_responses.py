@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from tests.conftest import LiveApp
+from tests.conftest import LiveApp, error_message
 from tests.security.test_auth import bearer, speak, upload
 from tests.voice_samples import master_key
 from voicecache.bootstrap import build
@@ -159,7 +159,7 @@ def test_audio_by_key_transcodes_other_formats_once(live: LiveApp) -> None:
 def test_audio_by_key_absent_is_404(live: LiveApp, path: str) -> None:
     response = live.client.get(path)
     assert response.status_code == 404
-    assert "no audio stored" in response.json()["detail"]
+    assert "no audio stored" in error_message(response)
     assert response.headers["cache-control"] == "no-store"  # it may exist a moment later
 
 

@@ -152,3 +152,47 @@ def test_remote_tier_circuit_state_and_stats(
     assert m[("voicecache_tier_circuit_state", (("state", "closed"), *redis))] == 1
     assert m[("voicecache_tier_circuit_state", (("state", "half_open"), *redis))] == 0
     assert m[("voicecache_tier_entries", redis)] == 2  # canonical FLAC and the WAV variant
+
+
+def test_every_error_answer_is_counted_by_class(
+    serve: Callable[..., LiveApp], settings: Settings
+) -> None:
+    from tests.security.test_auth import bearer
+    from voicecache.security.auth import KeyStore
+
+    admin, _ = KeyStore(settings.keys_path).add("ops", ["speak", "admin"])
+    live = serve(settings.model_copy(update={"max_body_bytes": 1000}))
+    auth = bearer(admin)
+    bad_bodies = [
+        {"text": "", "voice": "en"},  # empty text
+        {"text": "hi", "voice": "en", "format": "aiff"},  # bad format
+        {"text": "hi", "voice": "en", "speed": 9},  # speed out of range
+        {"voice": "en"},  # pydantic: field missing
+    ]
+    for body in bad_bodies:
+        assert live.client.post("/tts", json=body, headers=auth).status_code == 422
+    malformed = live.client.post(
+        "/v1/audio/speech", content=b"{", headers={**auth, "content-type": "application/json"}
+    )
+    assert malformed.status_code == 400
+    # Answered by the security middleware, before any route.
+    assert live.client.post("/tts", json={"text": "hi", "voice": "en"}).status_code == 401
+    big = {"text": "x" * 2000, "voice": "en"}
+    assert live.client.post("/tts", json=big, headers=auth).status_code == 413
+    assert live.client.get("/nowhere", headers=auth).status_code == 404
+    response = live.client.get("/metrics", headers=auth)
+    errors = {
+        sample.labels["type"]: sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "voicecache_errors_total"
+    }
+    assert errors == {
+        "InvalidRequest": 4,
+        "MalformedJson": 1,
+        "Unauthorized": 1,
+        "PayloadTooLarge": 1,
+        "NotFound": 1,
+    }
+    totals = live.client.get("/dashboard/data", headers=auth).json()["totals"]
+    assert totals["errors"] == errors

@@ -13,7 +13,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from tests.cli.test_cli import run_cli
-from tests.conftest import LiveApp
+from tests.conftest import LiveApp, error_message
 from tests.voice_samples import master_key, voice_like
 from voicecache.cli.main import app as cli_app
 from voicecache.errors import ConfigError
@@ -148,7 +148,7 @@ def test_403_for_a_missing_scope(secured: LiveApp, keys: dict[str, str]) -> None
         files={"file": ("s.wav", voice_like())},
     )
     assert upload_attempt.status_code == 403
-    assert "voices" in upload_attempt.json()["detail"]
+    assert "voices" in error_message(upload_attempt)
     assert secured.client.get("/metrics", headers=bearer(keys["a"])).status_code == 403
     assert secured.client.get("/v1/voices", headers=bearer(keys["speak"])).status_code == 200
 

@@ -11,7 +11,7 @@ import pytest
 import redis
 import soundfile as sf
 
-from tests.conftest import LiveApp
+from tests.conftest import LiveApp, error_message
 from tests.servers import MotoS3Server
 from tests.voice_samples import master_key, pcm_fingerprints, voice_like
 from voicecache.errors import DecryptionFailed
@@ -65,9 +65,9 @@ def test_upload_each_format_and_measure_it(vlive: LiveApp, fmt: str) -> None:
 @pytest.mark.parametrize(
     ("sample", "status", "fragment"),
     [
-        (b"", 422, "empty"),
-        (b"this is not audio at all" * 20, 422, "not audio"),
-        (voice_like(seconds=3.0), 422, "limit is 2 s"),
+        (b"", 400, "empty"),
+        (b"this is not audio at all" * 20, 400, "not audio"),
+        (voice_like(seconds=3.0), 400, "limit is 2 s"),
         (voice_like(seconds=1.0, rate=48000) * 3, 413, "limit"),
     ],
 )
@@ -79,16 +79,17 @@ def test_bad_uploads_are_clear_4xx(
     )
     response = upload(live, sample)
     assert response.status_code == status, response.text
-    assert fragment in response.json()["detail"]
+    assert fragment in error_message(response)
     assert live.client.get("/v1/voices").json()["uploaded"] == []
 
 
 def test_bad_form_fields(vlive: LiveApp) -> None:
-    assert upload(vlive, voice_like(), name="").status_code == 422
+    assert upload(vlive, voice_like(), name="").status_code == 400  # OpenAI's status on /v1/
     bad_base = upload(vlive, voice_like(), base_voice="../../etc")
-    assert bad_base.status_code == 422 and "base_voice" in bad_base.json()["detail"]
+    assert bad_base.status_code == 400 and "base_voice" in error_message(bad_base)
+    assert bad_base.json()["error"]["param"] == "base_voice"
     missing_file = vlive.client.post("/v1/voices", data={"name": "x"})
-    assert missing_file.status_code == 422
+    assert missing_file.status_code == 400 and missing_file.json()["error"]["param"] == "file"
 
 
 def test_without_master_key_uploads_are_refused_and_nothing_is_stored(
@@ -96,7 +97,7 @@ def test_without_master_key_uploads_are_refused_and_nothing_is_stored(
 ) -> None:
     response = upload(live, voice_like())
     assert response.status_code == 503
-    assert "VOICECACHE_MASTER_KEY" in response.json()["detail"]
+    assert "VOICECACHE_MASTER_KEY" in error_message(response)
     assert not (settings.data_dir / "voices").exists()
 
 

@@ -120,7 +120,8 @@ class Gateway:
         engine = self.engines.get(name)
         if engine is None:
             raise InvalidRequest(
-                f"unknown engine {name!r}; configured: {', '.join(sorted(self.engines))}"
+                f"unknown engine {name!r}; configured: {', '.join(sorted(self.engines))}",
+                "engine",
             )
         return engine
 

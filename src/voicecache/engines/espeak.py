@@ -198,6 +198,14 @@ class EspeakEngine(Engine):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(_SharedLibrary.executor(), self._synthesize, job, prosody)
 
+    async def probe(self) -> None:
+        """The library loads and initializes (on its worker thread, as synthesis does)."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(_SharedLibrary.executor(), _SharedLibrary.library)
+        except OSError as exc:
+            raise EngineError(f"eSpeak NG library does not load: {exc}") from exc
+
     def _synthesize(self, job: SynthesisJob, prosody: Prosody) -> Audio:
         library = _SharedLibrary.library()
         # eSpeak's rate tops out at 450 wpm and bottoms at 80: reach the rest of the speed

@@ -51,6 +51,10 @@ UpstreamFormat = Literal["wav", "flac"]
 class OpenAIEngine(RemoteEngine):
     """An OpenAI-compatible `/v1/audio/speech` server."""
 
+    # Cheap, authenticated, and spoken by OpenAI and most compatible servers (a 404 from one
+    # that lacks it still proves it is up).
+    probe_path = "/v1/models"
+
     def __init__(
         self,
         *,

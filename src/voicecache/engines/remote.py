@@ -59,6 +59,27 @@ class RemoteEngine(Engine):
             transport=transport,
         )
 
+    # What `probe` asks for: any answer proves the server is up (EmotiVoice's FastAPI says 404
+    # to `/`); engines with a cheap authenticated endpoint use it, so a bad key shows too.
+    probe_path = "/"
+
+    async def probe(self) -> None:
+        """A GET of `probe_path`: connect errors, timeouts, 5xx and refused credentials (401,
+        403) raise; any other answer means the engine is reachable."""
+        try:
+            response = await self._client.get(self.probe_path)
+        except httpx.TimeoutException as exc:
+            raise EngineTimeout(
+                f"engine {self.name} at {self.base_url} timed out ({type(exc).__name__})"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise EngineUnavailable(
+                f"engine {self.name} at {self.base_url} is unreachable: "
+                f"{type(exc).__name__}: {exc or 'no answer'}"
+            ) from exc
+        if response.status_code >= 500 or response.status_code in (401, 403):
+            raise _status_error(self.name, response)
+
     async def _post_audio(self, path: str, body: Mapping[str, Any]) -> Audio:
         """POST `body` as JSON to `path`, expect audio bytes back and decode them to PCM.
 

@@ -137,6 +137,10 @@ class ResilientEngine(Engine):
     def derives_speed(self, job: SynthesisJob) -> bool:
         return self.inner.derives_speed(job)
 
+    async def probe(self) -> None:
+        # Straight to the engine: a probe is a question, not traffic for the breaker to judge.
+        await self.inner.probe()
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 

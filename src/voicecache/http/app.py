@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -22,8 +23,17 @@ from voicecache.http.errors import install_error_handlers
 from voicecache.http.middleware.accesslog import AccessLog, AccessLogMiddleware, access_log_enabled
 from voicecache.http.middleware.fastlane import FastLane
 from voicecache.http.middleware.security import SecurityMiddleware
-from voicecache.http.routes import admin, audio, dashboard, metrics, speech, system, voices
-from voicecache.http.routes.schemas import COMMON_ERRORS
+from voicecache.http.routes import (
+    admin,
+    audio,
+    dashboard,
+    health,
+    metrics,
+    speech,
+    system,
+    voices,
+)
+from voicecache.http.routes.schemas import COMMON_ERRORS, openai_error_schemas
 from voicecache.settings import Settings
 
 
@@ -53,8 +63,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # ahead of the fast lane; voicecache exports its own Prometheus metrics instead.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    for router in (speech, system, voices, audio, metrics, admin, dashboard):
+    for router in (speech, system, health, voices, audio, metrics, admin, dashboard):
         app.include_router(router.router)
+    _document_openai_errors(app)
     install_error_handlers(app)
     # Starlette runs the middleware added last first.
     app.add_middleware(FastLane, build_request=speech.request_from_json)
@@ -70,3 +81,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.state.access_log = AccessLog(settings.log_format)
         app.add_middleware(AccessLogMiddleware, access_log=app.state.access_log)
     return app
+
+
+def _document_openai_errors(app: FastAPI) -> None:
+    """Make `/openapi.json` show OpenAI's error shape on `/v1/` paths, as they answer."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        return openai_error_schemas(generate())
+
+    app.openapi = openapi  # type: ignore[method-assign]

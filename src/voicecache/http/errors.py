@@ -1,27 +1,81 @@
 """Where errors become HTTP answers, in one place for the whole app.
 
-Every `VoicecacheError` knows its status (`errors.py`); `error_response` turns one into the
-JSON body `{"detail": "<one readable sentence>"}` with the headers its status calls for
-(`Retry-After`, `WWW-Authenticate`, `Connection: close`). FastAPI's exception handlers and the
-raw ASGI middleware (security, fast lane) both answer through it, so a 401 or a 413 looks the
-same whichever layer refused the request. Anything unexpected is logged with its traceback and
-answered with a plain 500 that leaks nothing.
+Every `VoicecacheError` knows its status (`errors.py`). Two shapes of body, chosen by path:
+
+- native routes (`/tts`, `/admin/…`, `/metrics`…): `{"detail": "<one readable sentence>"}`;
+- OpenAI's routes, everything under `/v1/`: OpenAI's error object, so its SDKs show the
+  reason instead of a bare status: `{"error": {"message", "type", "param", "code"}}`, with
+  OpenAI's statuses (400 for an invalid request where the native API says 422). `type` is
+  `invalid_request_error`, `authentication_error` (401), `permission_error` (403),
+  `rate_limit_error` (429) or `server_error` (5xx); `param` is the offending field in
+  OpenAI's spelling (`input`, `response_format`, `model`…) when known; `code` is the error
+  class in snake case (`unknown_voice`, `rate_limited`…).
+
+Headers follow the status (`Retry-After`, `WWW-Authenticate`, `Connection: close`), and each
+answer is counted in `voicecache_errors_total{type=<error class>}`. FastAPI's exception
+handlers and the raw ASGI middleware (security, fast lane) both answer through here, so a 401
+or a 413 looks the same whichever layer refused the request. Anything unexpected is logged
+with its traceback and answered with a plain 500 that leaks nothing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
-from starlette.types import Send
+from starlette.types import Scope, Send
 
 from voicecache.errors import InvalidRequest, MalformedJson, VoicecacheError
+from voicecache.http.state import services_of
 
 log = logging.getLogger(__name__)
+
+OPENAI_PREFIX = "/v1/"
+# Native field names → OpenAI's, for `param` (the request model speaks the native names).
+_OPENAI_PARAMS = {"text": "input", "format": "response_format", "engine": "model"}
+# Statuses Starlette itself answers (unknown route, wrong method), as error class names.
+_HTTP_NAMES = {404: "NotFound", 405: "MethodNotAllowed"}
+
+
+def is_openai_path(path: str) -> bool:
+    """Whether `path` answers errors in OpenAI's shape."""
+    return path.startswith(OPENAI_PREFIX)
+
+
+def openai_type(status: int) -> str:
+    """OpenAI's error `type` for a status."""
+    if status >= 500:
+        return "server_error"
+    return {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}.get(
+        status, "invalid_request_error"
+    )
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def error_body(
+    path: str, status: int, message: str, name: str, param: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    """(status, JSON body) of an error answered on `path`."""
+    if not is_openai_path(path):
+        return status, {"detail": message}
+    if status == 422:
+        status = 400  # OpenAI's status for every invalid request
+    error = {
+        "message": message,
+        "type": openai_type(status),
+        "param": _OPENAI_PARAMS.get(param, param) if param else None,
+        "code": _snake(name),
+    }
+    return status, {"error": error}
 
 
 def error_headers(exc: VoicecacheError) -> dict[str, str]:
@@ -37,18 +91,37 @@ def error_headers(exc: VoicecacheError) -> dict[str, str]:
     return headers
 
 
-def error_response(exc: VoicecacheError, **extra_headers: str) -> JSONResponse:
-    """The JSON answer for `exc`."""
-    return JSONResponse(
-        {"detail": exc.detail},
-        status_code=exc.status_code,
-        headers=error_headers(exc) | extra_headers,
-    )
+def count_error(scope: Scope | None, name: str) -> None:
+    """Count one error answer in `voicecache_errors_total{type=name}` (names are error class
+    names, a set bounded by the code)."""
+    if scope is None:
+        return
+    try:
+        metrics = services_of(scope).metrics
+    except (AttributeError, KeyError):  # before the lifespan built the services
+        return
+    metrics.error_answered(name)
 
 
-async def send_error(send: Send, exc: VoicecacheError) -> None:
+def _answer(scope: Scope | None, exc: VoicecacheError) -> tuple[int, dict[str, Any]]:
+    name = type(exc).__name__
+    count_error(scope, name)
+    path = scope.get("path", "") if scope is not None else ""
+    return error_body(path, exc.status_code, exc.detail, name, getattr(exc, "param", None))
+
+
+def error_response(
+    exc: VoicecacheError, scope: Scope | None = None, **extra_headers: str
+) -> JSONResponse:
+    """The JSON answer for `exc` to the request of `scope` (counted; shaped by its path)."""
+    status, body = _answer(scope, exc)
+    return JSONResponse(body, status_code=status, headers=error_headers(exc) | extra_headers)
+
+
+async def send_error(scope: Scope, send: Send, exc: VoicecacheError) -> None:
     """Answer `exc` from raw ASGI code that runs outside FastAPI (middleware)."""
-    body = json.dumps({"detail": exc.detail}).encode()
+    status, content = _answer(scope, exc)
+    body = json.dumps(content).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -56,7 +129,7 @@ async def send_error(send: Send, exc: VoicecacheError) -> None:
     headers += [
         (name.lower().encode(), value.encode()) for name, value in error_headers(exc).items()
     ]
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -64,20 +137,30 @@ def install_error_handlers(app: FastAPI) -> None:
     """Route every error FastAPI sees through `error_response`."""
 
     @app.exception_handler(VoicecacheError)
-    async def voicecache_error(_: Request, exc: VoicecacheError) -> JSONResponse:
-        return error_response(exc)
+    async def voicecache_error(request: Request, exc: VoicecacheError) -> JSONResponse:
+        return error_response(exc, request.scope)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         if any(error.get("type") == "json_invalid" for error in errors):
-            return error_response(MalformedJson("malformed JSON body"))
-        return error_response(InvalidRequest(_describe(errors)))
+            return error_response(MalformedJson("malformed JSON body"), request.scope)
+        return error_response(InvalidRequest(_describe(errors), _param(errors)), request.scope)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # Starlette's own answers: unknown route, wrong method, a malformed multipart body.
+        name = _HTTP_NAMES.get(exc.status_code, "HTTPError")
+        count_error(request.scope, name)
+        status, body = error_body(request.scope["path"], exc.status_code, str(exc.detail), name)
+        return JSONResponse(body, status_code=status, headers=exc.headers)
 
     @app.exception_handler(Exception)
-    async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error", exc_info=exc)
-        return JSONResponse({"detail": "internal error"}, status_code=500)
+        count_error(request.scope, "InternalError")
+        status, body = error_body(request.scope["path"], 500, "internal error", "InternalError")
+        return JSONResponse(body, status_code=status)
 
 
 def _describe(errors: Any) -> str:
@@ -87,3 +170,18 @@ def _describe(errors: Any) -> str:
         location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
         parts.append(f"{location or 'body'}: {error.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
+
+
+def _param(errors: Any) -> str | None:
+    """The field of the first error (`speed`, `tags.0`), or None for the body as a whole."""
+    for error in errors:
+        location = [str(part) for part in error.get("loc", ())]
+        if location and location[0] in _SOURCES:
+            location = location[1:]
+        if location:
+            return ".".join(location)
+    return None
+
+
+# Where pydantic says a field came from: the first part of an error's `loc`.
+_SOURCES = frozenset({"body", "query", "path", "header", "cookie"})

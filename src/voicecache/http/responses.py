@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.types import Message, Scope, Send
 
 from voicecache.errors import RangeNotSatisfiable
+from voicecache.http.errors import count_error
 from voicecache.model import SpeechResult
 
 # Pinned audio never expires; a year is the longest max-age caches honour in practice.
@@ -141,6 +142,7 @@ def audio_response(request: Request, result: SpeechResult, now: float) -> Respon
             except RangeNotSatisfiable:
                 headers.append((b"content-range", f"bytes */{len(data)}".encode()))
                 headers.append((b"content-length", b"0"))
+                count_error(request.scope, "RangeNotSatisfiable")
                 return _raw(416, headers, b"")
             if span is not None:
                 first, last = span

@@ -8,7 +8,7 @@ Per request (plain counters, ~1 µs plus the dashboard's `Insights`):
     voicecache_engine_seconds{engine}                  histogram
     voicecache_characters_total{source="engine|cache"} characters synthesized vs served
     voicecache_cost_saved_total                        cache characters × price per million
-    voicecache_errors_total{type}                      failed requests by error class
+    voicecache_errors_total{type}                      error answers (4xx/5xx) by error class
 
 At scrape time, from each tier's `TierStats` and each engine's attributes (a custom
 collector, so the hit path pays nothing for them):
@@ -248,9 +248,11 @@ class Metrics(Collector):
         key = ("error", "none", engine)
         self.requests[key] = self.requests.get(key, 0) + 1
         self.request_seconds["error"].observe(seconds)
-        name = type(error).__name__
-        self.errors[name] = self.errors.get(name, 0) + 1
         self.insights.record_error()
+
+    def error_answered(self, name: str) -> None:
+        """The API answered an error of class `name` (HTTP 4xx/5xx, from any layer)."""
+        self.errors[name] = self.errors.get(name, 0) + 1
 
     def engine_call(self, engine: str, outcome: str, seconds: float, characters: int) -> None:
         key = (engine, outcome)
@@ -302,7 +304,7 @@ class Metrics(Collector):
             value=self.cost_saved,
         )
         errors = CounterMetricFamily(
-            "voicecache_errors", "Failed requests by error class", labels=["type"]
+            "voicecache_errors", "Error answers (HTTP 4xx/5xx) by error class", labels=["type"]
         )
         for name, count in list(self.errors.items()):
             errors.add_metric([name], count)

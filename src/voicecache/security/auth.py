@@ -253,6 +253,7 @@ class KeyStore:
 # needed at all; ANY_KEY: any valid key. Unlisted paths need any valid key.
 SCOPE_TABLE: list[tuple[frozenset[str] | None, str, str | None]] = [
     (None, "/healthz", None),
+    (None, "/readyz", None),
     (frozenset({"POST"}), "/tts", "speak"),
     (frozenset({"POST"}), "/v1/audio/speech", "speak"),
     (frozenset({"GET", "HEAD"}), "/v1/audio/", "speak"),
@@ -268,6 +269,8 @@ SCOPE_TABLE: list[tuple[frozenset[str] | None, str, str | None]] = [
 # The hot endpoints, answered by one dict lookup.
 _EXACT: dict[tuple[str, str], str | None] = {
     ("GET", "/healthz"): None,
+    ("GET", "/readyz"): None,
+    ("GET", "/"): None,  # a redirect to the dashboard page (never a prefix: it matches all)
     ("POST", "/tts"): "speak",
     ("POST", "/v1/audio/speech"): "speak",
 }

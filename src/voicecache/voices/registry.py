@@ -103,7 +103,7 @@ def _associated(voice_id: str, version: str) -> bytes:
 def _check_name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > MAX_NAME_CHARS or any(ord(ch) < 32 for ch in name):
-        raise InvalidRequest(f"name must be 1-{MAX_NAME_CHARS} printable characters")
+        raise InvalidRequest(f"name must be 1-{MAX_NAME_CHARS} printable characters", "name")
     return name
 
 
@@ -111,7 +111,7 @@ def _check_base_voice(base_voice: str | None) -> str | None:
     if base_voice is None or base_voice == "":
         return None
     if not VOICE_PATTERN.match(base_voice) or is_uploaded_id(base_voice):
-        raise InvalidRequest("base_voice must be a built-in voice id of the engine")
+        raise InvalidRequest("base_voice must be a built-in voice id of the engine", "base_voice")
     return base_voice
 
 

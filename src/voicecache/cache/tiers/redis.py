@@ -100,6 +100,10 @@ class RedisTier(Tier):
         `cluster/redis.py`): `CircuitOpen` while it is open, `StorageError` on failure."""
         return await self.redis.guard(what, work)
 
+    async def check(self) -> None:
+        """Raise `StorageError` unless Redis answers a PING (readiness probes)."""
+        await self.guard("check", self.client.ping)
+
     # -- Tier protocol ----------------------------------------------------------------------------
 
     async def get(self, entry_id: str) -> Entry | None:

@@ -86,7 +86,7 @@ class SecurityMiddleware:
                 await limits.request(principal, client[0] if client else None)
             replay = await self._read_body(scope, receive, method, path)
         except VoicecacheError as exc:
-            await send_error(send, exc)
+            await send_error(scope, send, exc)
             return
         if replay is None:
             return  # the client went away while sending its body

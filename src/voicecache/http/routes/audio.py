@@ -36,7 +36,7 @@ async def audio_by_key(
         result = await gateway.fetch(key, fmt_checked, tenant=tenant)
     except NotFound as exc:
         # The audio may exist a moment later (after a synthesis): no cache may keep the 404.
-        return error_response(exc, **{"Cache-Control": "no-store"})
+        return error_response(exc, request.scope, **{"Cache-Control": "no-store"})
     return audio_response(request, result, gateway.clock())
 
 

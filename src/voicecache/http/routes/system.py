@@ -1,25 +1,47 @@
-"""Health: `GET /healthz` (voices moved to `routes/voices.py`)."""
+"""System routes: `GET /` (to the dashboard) and OpenAI's `GET /v1/models` (the engines).
+
+Health and readiness (`/healthz`, `/readyz`) live in `routes/health.py`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
 from fastapi import APIRouter
+from fastapi.responses import RedirectResponse
+from pydantic import BaseModel
 
 from voicecache.http.routes.deps import GatewayDep
 
 router = APIRouter(tags=["system"])
 
 
-@router.get("/healthz")
-async def healthz(gateway: GatewayDep) -> dict[str, Any]:
-    """Liveness and a summary of engines and tiers."""
-    return {
-        "status": "ok",
-        "default_engine": gateway.default_engine,
-        "engines": {
-            name: {"model_version": engine.model_version, "state": getattr(engine, "state", "ok")}
-            for name, engine in gateway.engines.items()
-        },
-        "tiers": [tier.name for tier in gateway.cache.tiers],
-    }
+@router.get("/", include_in_schema=False)
+async def root() -> RedirectResponse:
+    """People who open the bare address land on the dashboard."""
+    return RedirectResponse("/dashboard", status_code=307)
+
+
+class ModelOut(BaseModel):
+    """One engine, as OpenAI describes a model."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "voicecache"
+
+
+class ModelListOut(BaseModel):
+    """OpenAI's model list."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelOut]
+
+
+@router.get("/v1/models")
+async def list_models(gateway: GatewayDep) -> ModelListOut:
+    """The engines, in OpenAI's model-list shape (OpenAI-style clients ask for it). A name
+    here selects that engine as `model` on `/v1/audio/speech`; any other model name uses
+    the default engine, which is listed first."""
+    names = sorted(gateway.engines, key=lambda name: (name != gateway.default_engine, name))
+    return ModelListOut(data=[ModelOut(id=name) for name in names])
