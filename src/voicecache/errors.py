@@ -1,7 +1,8 @@
 """The one exception tree of voicecache. Every error it raises on purpose is defined here and
 knows both its HTTP status (`status_code`) and its CLI exit code (`exit_code`), so the API maps
 the whole tree to responses in one place (`http/errors.py`) and the CLI to exit codes in one
-place (`cli/common.py`), printing `detail` as one readable line.
+place (`cli/common.py`), printing `detail` as one readable line. (Under `/v1/` the API answers
+every 422 as 400, OpenAI's status for an invalid request.)
 
     VoicecacheError                 status  exit
     ├── InvalidRequest               422     1    bad input: text, voice, emotion, speed…

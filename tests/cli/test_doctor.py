@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.servers import MotoS3Server, RedisCluster, RedisServer
+from tests.fixtures_servers import FakeEngineServer
+from tests.servers import MotoS3Server, RedisCluster, RedisServer, free_port
 from voicecache.cli.doctor import redact
 from voicecache.cli.main import app
 
@@ -99,3 +100,57 @@ def test_missing_settings_fail(tmp_path: Path) -> None:
 def test_redact() -> None:
     assert redact("rediss://user:secret@h:6380/1") == "rediss://user:***@h:6380/1"
     assert redact("redis://h:6379") == "redis://h:6379"
+
+
+# -- engines -------------------------------------------------------------------------------------
+
+
+def test_engines_are_checked_and_espeak_can_speak(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["doctor", "--synthesize"], env={"VOICECACHE_DATA_DIR": str(tmp_path)}
+    )
+    assert result.exit_code == 0, result.output
+    assert "ok: engine espeak (espeak) is reachable; synthesized" in result.output
+    assert "22050 Hz" in result.output
+
+
+def test_an_engine_that_refuses_connections_fails_with_one_line(tmp_path: Path) -> None:
+    port = free_port()  # nobody listens there
+    result = subprocess.run(
+        [sys.executable, "-m", "voicecache", "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **os.environ,
+            "VOICECACHE_DATA_DIR": str(tmp_path),
+            "VOICECACHE_ENGINE": "emotivoice",
+            "VOICECACHE_EMOTIVOICE_URL": f"http://127.0.0.1:{port}",
+        },
+    )
+    assert result.returncode == 1, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(
+        f"error: engine emotivoice at http://127.0.0.1:{port} is unreachable: ConnectError"
+    )
+
+
+def test_a_running_engine_is_probed_and_synthesizes_once(
+    fake_emotivoice: FakeEngineServer, tmp_path: Path
+) -> None:
+    env = {
+        "VOICECACHE_DATA_DIR": str(tmp_path),
+        "VOICECACHE_EMOTIVOICE_URL": fake_emotivoice.url,
+    }
+    code, output = doctor(tmp_path, **env)
+    assert code == 0, output
+    assert f"ok: engine emotivoice (emotivoice at {fake_emotivoice.url}) is reachable" in output
+    assert fake_emotivoice.controls.calls == 0  # a probe is not a synthesis
+    result = runner.invoke(app, ["doctor", "--synthesize"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "synthesized" in result.output and "16000 Hz with voice '8051'" in result.output
+    assert fake_emotivoice.controls.calls == 1
+    fake_emotivoice.controls.fail_next_n = 1
+    result = runner.invoke(app, ["doctor", "--synthesize"], env=env)
+    assert result.exit_code == 1 and "engine emotivoice answered HTTP 500" in result.output

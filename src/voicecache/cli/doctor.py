@@ -1,23 +1,28 @@
-"""`voicecache doctor`: check the shared tiers a deployment relies on before traffic does.
+"""`voicecache doctor`: check the shared tiers and the engines a deployment relies on before
+traffic does.
 
 Redis: reachable (every master of a Cluster), version, and the memory settings that decide
 what happens when it fills up: `maxmemory` 0 (unbounded: Redis grows until the machine
 swaps or the OOM killer strikes) and `maxmemory-policy noeviction` (writes fail once full)
 are warnings; the recommended setting is a bounded `maxmemory` with `allkeys-lru` or
 `allkeys-lfu`. S3: the bucket exists and can be listed with the configured credentials.
+Engines: every configured engine can be reached (`Engine.probe`: a GET for HTTP engines, the
+library loading for eSpeak) and, with `--synthesize`, speaks one short word.
 
 Prints one line per finding; a failed check ends with one readable error line and exit 1.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from voicecache.cli.common import ConfigOption, command, load_settings, run
-from voicecache.errors import StorageError
+from voicecache.errors import EngineError, EngineTimeout, StorageError
+from voicecache.model import Engine, SynthesisJob
 from voicecache.settings import Settings
 
 _RECOMMENDED = "a bounded maxmemory with maxmemory-policy allkeys-lru (or allkeys-lfu)"
@@ -120,7 +125,56 @@ async def check_s3(settings: Settings) -> list[str]:
     return [f"ok: s3 bucket {settings.s3_bucket} (prefix {settings.s3_prefix!r}) at {where}"]
 
 
-async def diagnose(settings: Settings) -> list[str]:
+# How long one engine may take to answer a probe or a one-word synthesis.
+ENGINE_CHECK_SECONDS = 30.0
+
+
+async def check_engines(settings: Settings, synthesize: bool = False) -> list[str]:
+    """One finding per configured engine; raises `EngineError` for the first one that is down."""
+    from voicecache.bootstrap import engine_specs
+    from voicecache.engines import build_engines
+
+    specs = engine_specs(settings)
+    engines = build_engines(specs, default=settings.engine)
+    findings: list[str] = []
+    try:
+        for name, engine in engines.items():
+            spec = specs[name]
+            where = f" at {redact(spec.url)}" if spec.url else ""
+            # One attempt, not the server's retries: a doctor reports, it does not insist.
+            direct = getattr(engine, "inner", engine)
+            try:
+                async with asyncio.timeout(ENGINE_CHECK_SECONDS):
+                    await direct.probe()
+                    line = f"ok: engine {name} ({spec.kind}{where}) is reachable"
+                    if synthesize:
+                        line += "; " + await _speak_one_word(direct)
+            except TimeoutError:
+                raise EngineTimeout(
+                    f"engine {name}{where} did not answer within {ENGINE_CHECK_SECONDS:g} s"
+                ) from None
+            except EngineError as exc:
+                if exc.detail.startswith(f"engine {name}"):
+                    raise
+                raise EngineError(f"engine {name}: {exc.detail}") from exc
+            findings.append(line)
+    finally:
+        for engine in engines.values():
+            await engine.aclose()
+    return findings
+
+
+async def _speak_one_word(engine: Engine) -> str:
+    voices = engine.voices()
+    if not voices:
+        raise EngineError("offers no voice to synthesize with")
+    job = SynthesisJob(text="Ready.", voice=voices[0].id)
+    audio = await engine.synthesize(job)
+    seconds = len(audio.samples) / audio.sample_rate
+    return f"synthesized {seconds:.2f} s at {audio.sample_rate} Hz with voice {job.voice!r}"
+
+
+async def diagnose(settings: Settings, synthesize: bool = False) -> list[str]:
     """Every finding, in order; raises on the first check that fails."""
     findings: list[str] = []
     if "redis" in settings.tiers and not settings.redis_url:
@@ -136,13 +190,19 @@ async def diagnose(settings: Settings) -> list[str]:
             f"ok: nothing shared to check (tiers: {','.join(settings.tiers)}); set "
             "VOICECACHE_REDIS_URL or VOICECACHE_S3_BUCKET to check them"
         )
-    return findings
+    return findings + await check_engines(settings, synthesize)
 
 
 @command
-def doctor(config: ConfigOption = None) -> None:
-    """Check Redis (reachable, maxmemory, eviction policy) and S3 bucket access."""
+def doctor(
+    synthesize: Annotated[
+        bool, typer.Option("--synthesize", help="Also have each engine speak one short word")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Check Redis (reachable, maxmemory, eviction policy), S3 bucket access, and that every
+    engine can be reached."""
     settings = load_settings(config)
-    findings = run(lambda: diagnose(settings))  # a failed check: one line, exit code 1
+    findings = run(lambda: diagnose(settings, synthesize))  # a failure: one line, exit code 1
     for line in findings:
         typer.echo(line)
