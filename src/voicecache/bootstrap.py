@@ -160,11 +160,19 @@ async def open_services(settings: Settings, *, clock: Clock = time.time) -> Asyn
 
 
 def _memory(settings: Settings, redis: RedisHandle | None) -> Tier:
-    return MemoryTier(settings.memory_bytes, settings.memory_policy)
+    return MemoryTier(
+        settings.memory_bytes, settings.memory_policy, pinned_bytes=settings.pinned_bytes
+    )
 
 
 def _disk(settings: Settings, redis: RedisHandle | None) -> Tier:
-    return DiskTier(settings.cache_dir, settings.disk_bytes)
+    return DiskTier(
+        settings.cache_dir,
+        settings.disk_bytes,
+        pinned_bytes=settings.pinned_bytes,
+        policy=settings.disk_policy,
+        io_threads=settings.disk_io_threads,
+    )
 
 
 def _redis(settings: Settings, redis: RedisHandle | None) -> Tier:

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     memory_bytes: int = 256 * 1024 * 1024
     memory_policy: Literal["lru", "tinylfu"] = "tinylfu"
     disk_bytes: int = 2 * 1024 * 1024 * 1024
+    # Budget of pinned entries in each of the memory and disk tiers (default: half of each);
+    # a pinned entry past it is stored unpinned, so it can be evicted.
+    pinned_bytes: int | None = None
+    disk_policy: Literal["lru", "fifo"] = "lru"  # fifo: least recently stored
+    disk_io_threads: int = 4  # threads of the disk tier's file and index work
     storage_codec: StorageCodec = "flac"
     redis_url: str | None = None
     redis_cluster: bool = False
@@ -159,6 +164,7 @@ class Settings(BaseSettings):
     @field_validator(
         "memory_bytes",
         "disk_bytes",
+        "pinned_bytes",
         "max_upload_bytes",
         "max_body_bytes",
         "max_header_bytes",

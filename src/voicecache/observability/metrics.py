@@ -16,6 +16,7 @@ collector, so the hit path pays nothing for them):
     voicecache_tier_bytes{tier}, voicecache_tier_entries{tier},
     voicecache_tier_capacity_bytes{tier}, voicecache_evictions_total{tier},
     voicecache_tier_errors_total{tier}, voicecache_tier_circuit_state{tier,state},
+    voicecache_pinned_rejected_total{tier},
     voicecache_engine_circuit_state{engine,state}, and for resilient engines
     voicecache_engine_{attempts,retries,failures,timeouts}_total{engine},
     voicecache_engine_rejected_total{engine,reason="open|queue"},
@@ -115,7 +116,14 @@ class _StateCollector(Collector):
             "Tier operations that failed (served as misses)",
             labels=["tier"],
         )
+        pinned_rejected = CounterMetricFamily(
+            "voicecache_pinned_rejected",
+            "Pinned entries stored unpinned because the pinned budget was full",
+            labels=["tier"],
+        )
         for stats in snap.tiers:
+            if "pinned_rejected" in stats.extra:
+                pinned_rejected.add_metric([stats.name], stats.extra["pinned_rejected"])
             size.add_metric([stats.name], stats.bytes)
             entries.add_metric([stats.name], stats.entries)
             if stats.capacity_bytes is not None:
@@ -142,7 +150,7 @@ class _StateCollector(Collector):
                 for candidate in CIRCUIT_STATES:
                     tier_circuit.add_metric([stats.name, candidate], float(candidate == tier_state))
         families: list[Metric] = [size, entries, capacity, evictions, errors, circuit]
-        families.append(tier_circuit)
+        families.extend((tier_circuit, pinned_rejected))
         families.extend(self._engine_families(snap))
         return families
 

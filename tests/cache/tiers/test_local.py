@@ -32,7 +32,8 @@ async def test_disk_tier_drops_corrupt_entries(tmp_path: Path) -> None:
     tier = DiskTier(tmp_path, 1 << 20)
     entry_id = "bb" * 32 + ".flac"
     await tier.set(entry_id, make_entry("bb" * 32, b"good audio bytes"))
-    path = tmp_path / "bb" / "bb" / entry_id
+    path = await tier.locate(entry_id)
+    assert path is not None
     blob = bytearray(path.read_bytes())
     blob[-3] ^= 0xFF
     path.write_bytes(bytes(blob))
