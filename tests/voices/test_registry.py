@@ -208,7 +208,7 @@ def test_delete_erases_sample_and_every_cached_entry(
     assert report["tiers"]["disk"]["entries"] == 5
     assert report["tiers"]["memory"]["entries"] == 1  # the WAV promoted after the restart
     assert report["erased_entries"] == 6
-    left = [p for p in vsettings.cache_dir.rglob("*") if p.is_file()]
+    left = list(vsettings.cache_dir.rglob("*.val"))  # entry files (not the index)
     assert len(left) == 2  # only the built-in voice's FLAC and WAV
     assert not (vsettings.data_dir / "voices" / voice["id"]).exists()
     assert live.client.get(f"/v1/voices/{voice['id']}").status_code == 404

@@ -251,7 +251,7 @@ def test_admin_purge_over_http(serve: Callable[..., LiveApp], settings: Settings
     assert live.client.post("/tts", json=lines["fr2"]).headers["x-cache"] == "MISS"
     everything = live.client.delete("/admin/cache", params={"all": "true"})
     assert everything.json()["tiers"]["disk"]["entries"] == 4  # en-event and fr2, refilled
-    assert not list(settings.cache_dir.rglob("*.flac"))
+    assert not list(settings.cache_dir.rglob("*.val"))  # no entry file left
 
 
 def test_purge_cli_reports_entries_and_bytes_per_tier(tmp_path: Path) -> None:
@@ -285,7 +285,7 @@ def test_purge_cli_reports_entries_and_bytes_per_tier(tmp_path: Path) -> None:
     left = runner.invoke(app, ["purge", "--all"], env=env)
     assert left.exit_code == 0
     assert table_rows(left.stdout)["disk"][0] == "2"
-    assert not list(data.rglob("*.flac"))
+    assert not list(data.rglob("*.val"))  # no entry file left
 
 
 def table_rows(output: str) -> dict[str, list[str]]:

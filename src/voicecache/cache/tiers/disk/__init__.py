@@ -156,6 +156,7 @@ class DiskTier(Tier):
 
     async def scan(self) -> AsyncIterator[tuple[str, EntryMeta]]:
         """Every entry's header, from the index in batches (no entry file is opened)."""
+        await self._complete_migration()
         after = 0
         while True:
             batch = await self._run(self.store.scan_batch, after, _SCAN_BATCH)
@@ -176,7 +177,16 @@ class DiskTier(Tier):
         """Ids by voice, tag, engine and/or model version, from the index."""
         given = {"voice": voice, "tag": tag, "engine": engine, "model_version": model_version}
         conditions = {name: value for name, value in given.items() if value is not None}
+        await self._complete_migration()
         return await self._run(self.store.find, conditions)
+
+    async def _complete_migration(self) -> None:
+        """Purges and sweeps must see every entry: while old-layout files wait for the
+        background migration, finish it here first (once in the directory's lifetime)."""
+        if not self._ready:
+            await self._run(self.store.counters)
+        if not self.store.migrated:
+            await self.migrate()
 
     async def locate(self, entry_id: str) -> Path | None:
         """The file that holds `entry_id`, if stored (tests and tooling)."""
@@ -198,7 +208,7 @@ class DiskTier(Tier):
                 "pinned_capacity_bytes": self.pinned_capacity,
                 "pinned_rejected": self.store.pinned_rejected,
                 "migrated": self.store.migrated,
-                "lost": self.store.lost + reconciler.rows_dropped,
+                "lost": self.store.lost,
                 "strays_removed": reconciler.files_removed,
             },
         )

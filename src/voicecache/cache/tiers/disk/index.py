@@ -97,10 +97,19 @@ _DEFAULTS = {
 }
 
 
+_FIELDS = tuple(f.name for f in fields(EntryMeta))
+
+
 def encode_header(meta: EntryMeta) -> bytes:
     """The header as compact JSON: fields at their default are left out (a third smaller)."""
-    data = meta.to_json()
-    kept = {k: v for k, v in data.items() if k in _REQUIRED or v != _DEFAULTS.get(k, MISSING)}
+    kept = {}
+    # Not `meta.to_json()`: `dataclasses.asdict` deep-copies, ~50x slower than this loop.
+    for name in _FIELDS:
+        value = getattr(meta, name)
+        if isinstance(value, tuple):
+            value = list(value)
+        if name in _REQUIRED or value != _DEFAULTS[name]:
+            kept[name] = value
     # surrogatepass: a lone surrogate in text must not make the index refuse the entry.
     return json.dumps(kept, separators=(",", ":"), ensure_ascii=False).encode(
         "utf-8", "surrogatepass"

@@ -85,6 +85,7 @@ class Migration:
         self.store = store
         self.config = config
         self.adopted = 0
+        self._lock = threading.Lock()
         self._todo: list[str] | None = None
         self._total = 0
         self._started = 0.0
@@ -92,6 +93,10 @@ class Migration:
 
     def step(self) -> bool:
         """Adopt one folder; True once the whole directory is migrated."""
+        with self._lock:  # the maintainer thread, and a purge that cannot wait for it
+            return self._step()
+
+    def _step(self) -> bool:
         if self.store.migrated or self.store.refresh_migrated():
             return True
         if self._todo is None:

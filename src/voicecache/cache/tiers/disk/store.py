@@ -247,7 +247,21 @@ class DiskStore:
             sizes, obsolete = self.index.delete(tx, entry_ids)
         for filename in obsolete:
             files.remove(self.root, filename)
+        if not self.migrated:
+            # An old-layout file not adopted yet must go too, or the migration would bring
+            # the deleted (purged) entry back.
+            for number, entry_id in enumerate(entry_ids):
+                sizes[number] += self._delete_legacy(entry_id)
         return sizes
+
+    def _delete_legacy(self, entry_id: str) -> int:
+        path = self.root / files.legacy_filename(entry_id)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except OSError:
+            return 0
+        return size
 
     def touch(self, entry_id: str, meta: EntryMeta) -> None:
         """Replace the header: in the index only, unless the audio itself differs."""
