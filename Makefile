@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-DEBIAN_TEST_PACKAGES := redis-server redis-tools chromium
+DEBIAN_TEST_PACKAGES := redis-server redis-tools chromium strace
 # Only `make bench` needs these (nginx as the static-file reference, wrk as load generator).
 DEBIAN_BENCH_PACKAGES := nginx-light wrk
 

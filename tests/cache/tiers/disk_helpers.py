@@ -65,7 +65,7 @@ def stored_header(root: Path, entry_id: str) -> EntryMeta | None:
     """The header the index holds for `entry_id` (what scans, purges and hits see)."""
     with contextlib.closing(sqlite3.connect(f"file:{root / DB_NAME}?mode=ro", uri=True)) as db:
         found = db.execute("SELECT header FROM entries WHERE id = ?", (entry_id,)).fetchone()
-    return None if found is None else decode_header(found[0])
+    return None if found is None else decode_header(found[0], entry_id)
 
 
 def real_bytes(root: Path) -> int:

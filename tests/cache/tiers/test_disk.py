@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import time
 from pathlib import Path
 
@@ -22,10 +23,10 @@ from tests.cache.tiers.disk_helpers import (
 )
 from tests.cache.tiers.test_contract import make_entry
 from voicecache.cache.invalidation.purge import PurgeFilter, purge
-from voicecache.cache.invalidation.sweeper import Sweeper
-from voicecache.cache.tiers import DiskTier, Entry, MemoryTier, TieredCache
-from voicecache.cache.tiers.disk import DiskMaintenance
-from voicecache.cache.tiers.disk.index import DB_NAME
+from voicecache.cache.invalidation.sweeper import Sweeper, Unreachable
+from voicecache.cache.tiers import DiskTier, Entry, EntryMeta, MemoryTier, TieredCache
+from voicecache.cache.tiers.disk import DiskMaintenance, query
+from voicecache.cache.tiers.disk.index import DB_NAME, DiskIndex
 from voicecache.observability.metrics import Metrics, StateSnapshot
 
 KIB = 1024
@@ -224,6 +225,50 @@ async def test_sweeps_and_purges_read_the_index_not_the_files(tmp_path: Path) ->
     await tier.aclose()
 
 
+async def test_index_queries_select_exactly_what_the_scopes_match(tmp_path: Path) -> None:
+    now = 1_700_000_000.0
+    rng = random.Random(7)
+    tier = disk(tmp_path)
+    corpus: dict[str, EntryMeta] = {}
+    for number in range(150):
+        created = now - rng.choice([60, 3600, 8 * 86400, 40 * 86400])
+        ttl = rng.choice([None, 600.0, 86400.0, 90 * 86400.0])
+        eid, entry = entry_for(
+            number,
+            50,
+            expires_at=None if ttl is None else created + ttl,
+            created=created,
+            voice=rng.choice(["en", "fr", "cmn"]),
+            engine=rng.choice(["espeak", "emotivoice"]),
+            model_version=rng.choice(["v1", "v2"]),
+            tags=tuple(rng.sample(["a", "b", "c"], rng.randrange(3))),
+        )
+        meta = entry.meta.with_expiry(entry.meta.expires_at, grace=3600)
+        corpus[eid] = meta
+        await tier.set(eid, Entry(entry.data, meta))
+    scopes: list[PurgeFilter | Unreachable] = [
+        PurgeFilter.create(now=now, voice="fr"),
+        PurgeFilter.create(now=now, tag="b"),
+        PurgeFilter.create(now=now, voice="en", tag="a"),
+        PurgeFilter.create(now=now, engine="emotivoice", model_version="v1"),
+        PurgeFilter.create(now=now, older_than="7d"),
+        PurgeFilter.create(now=now, expired=True),
+        PurgeFilter.create(now=now, expired=True, voice="cmn", older_than="1h"),
+        PurgeFilter.create(now=now, all_entries=True),
+        Unreachable({}, now),
+        Unreachable({"espeak": "v2", "emotivoice": "v1"}, now),
+    ]
+    for scope in scopes:
+        condition = query.where(scope)
+        assert condition is not None
+        sql = f"SELECT id FROM entries WHERE {condition[0]}"
+        found = {row[0] for row in tier.store.index.connection().execute(sql, condition[1])}
+        expected = {eid for eid, meta in corpus.items() if scope.matches(eid, meta)}
+        assert found == expected, scope
+        assert expected, scope  # every scope here covers something
+    await tier.aclose()
+
+
 async def test_startup_opens_the_index_only(tmp_path: Path) -> None:
     first = disk(tmp_path)
     for number in range(300):
@@ -413,3 +458,15 @@ async def test_reconciliation_drops_rows_without_files_and_removes_strays(
     got = await tier.get(legacy_id)
     assert got is not None and got.data == legacy.data
     await tier.aclose()
+
+
+def test_background_work_is_leased_to_one_process_at_a_time(tmp_path: Path) -> None:
+    index = DiskIndex(tmp_path)
+    index.create()
+    assert index.take_lease("maintainer", "a", now=100.0, hold=30.0)
+    assert index.take_lease("maintainer", "a", now=110.0, hold=30.0)  # renewed
+    assert not index.take_lease("maintainer", "b", now=120.0, hold=30.0)
+    assert index.take_lease("maintainer", "b", now=141.0, hold=30.0)  # a's lapsed
+    index.release_lease("maintainer", "b")
+    assert index.take_lease("maintainer", "a", now=142.0, hold=30.0)  # released at once
+    index.close()

@@ -10,6 +10,7 @@ that raced it can store them again (see `tiers/tiered.py`).
 How a tier is searched, cheapest first:
 
 - by key: the key's few storage ids (one per format) are deleted directly, no search;
+- on disk, any filter or sweep: one query of the tier's SQLite index (`delete_matching`);
 - by voice or tag: the tier's optional secondary index, `tier.find(voice=..., tag=...)`
   (Redis keeps one), which returns matching ids, or None for "not indexed";
 - otherwise a `scan()` of the tier's headers, deleting matches as it goes and yielding to the
@@ -139,6 +140,11 @@ async def purge_tier(tier: Tier, scope: PurgeScope) -> TierPurge:
         if isinstance(scope, PurgeFilter) and scope.key is not None:
             await _delete_ids(tier, _key_ids(scope.key), result)
             return result
+        if isinstance(tier, DiskTier):  # its SQLite index answers any scope as a query
+            removed = await tier.delete_matching(scope)
+            if removed is not None:
+                result.entries, result.bytes = removed
+                return result
         if isinstance(scope, PurgeFilter):
             lookups = scope.index_lookups()
             if lookups is not None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from voicecache.cache.tiers.base import Entry, EntryMeta, Tier, TierStats
+from voicecache.cache.tiers.disk import query
 from voicecache.cache.tiers.disk.maintenance import DiskMaintenance, Maintainer
 from voicecache.cache.tiers.disk.store import DiskPolicy, DiskStore, check_id, pinned_budget
 
@@ -36,6 +37,7 @@ __all__ = ["DiskMaintenance", "DiskPolicy", "DiskTier", "pinned_budget"]
 
 T = TypeVar("T")
 _SCAN_BATCH = 512
+_DELETE_BATCH = 500  # rows per transaction when a purge or sweep deletes by query
 
 
 class DiskTier(Tier):
@@ -188,6 +190,21 @@ class DiskTier(Tier):
         if not self.store.migrated:
             await self.migrate()
 
+    async def delete_matching(self, scope: object) -> tuple[int, int] | None:
+        """Delete what a purge or sweep scope covers by querying the index, in batches;
+        returns (entries, bytes), or None when the scope cannot be put as a query."""
+        condition = query.where(scope)
+        if condition is None:
+            return None
+        await self._complete_migration()
+        entries = freed = 0
+        while True:
+            sizes = await self._run(self.store.delete_where, *condition, _DELETE_BATCH)
+            entries += len(sizes)
+            freed += sum(sizes)
+            if len(sizes) < _DELETE_BATCH:
+                return entries, freed
+
     async def locate(self, entry_id: str) -> Path | None:
         """The file that holds `entry_id`, if stored (tests and tooling)."""
         return await self._run(self.store.locate, entry_id)
@@ -251,5 +268,8 @@ def _shutdown(
     maintainer.stop(timeout=10.0 if wait else 0.0)
     if executor is not None:
         executor.shutdown(wait=wait)
-    with contextlib.suppress(Exception):  # never raise at interpreter exit or in a finalizer
+    # Never raise at interpreter exit or in a finalizer.
+    with contextlib.suppress(Exception):
+        maintainer.release()
+    with contextlib.suppress(Exception):
         store.close()

@@ -267,6 +267,7 @@ class Maintainer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = time.monotonic()
+        self._leased = False
 
     def start(self) -> None:
         if self._thread is None:
@@ -315,7 +316,15 @@ class Maintainer:
             self._stop.wait(self.config.pause)
 
     def _lease(self) -> bool:
-        return self.store.index.take_lease(_LEASE, self.holder, time.time(), self.config.lease)
+        taken = self.store.index.take_lease(_LEASE, self.holder, time.time(), self.config.lease)
+        self._leased = self._leased or taken
+        return taken
+
+    def release(self) -> None:
+        """Give the lease up (at shutdown), so another process need not wait for it to lapse."""
+        if self._leased:
+            self._leased = False
+            self.store.index.release_lease(_LEASE, self.holder)
 
 
 def _subdirs(path: Path) -> list[str]:

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from voicecache.cache.tiers.base import Entry, EntryMeta
 from voicecache.cache.tiers.disk import files
@@ -142,7 +142,7 @@ class DiskStore:
                 blob = files.read_value(self.root, row.filename)
             except FileNotFoundError:
                 return None
-        meta = decode_header(row.header)
+        meta = decode_header(row.header, entry_id)
         try:
             if len(blob) != row.size:
                 raise StorageError(f"size mismatch for {meta.key}")
@@ -189,7 +189,7 @@ class DiskStore:
     def scan_batch(self, after: int, limit: int) -> list[tuple[int, str, EntryMeta]]:
         """Headers from the index, in batches; no entry file is opened."""
         return [
-            (rowid, entry_id, decode_header(header))
+            (rowid, entry_id, decode_header(header, entry_id))
             for rowid, entry_id, header in self.index.headers_after(after, limit)
         ]
 
@@ -252,6 +252,14 @@ class DiskStore:
             # the deleted (purged) entry back.
             for number, entry_id in enumerate(entry_ids):
                 sizes[number] += self._delete_legacy(entry_id)
+        return sizes
+
+    def delete_where(self, condition: str, params: list[Any], limit: int) -> list[int]:
+        """Delete up to `limit` entries matching an SQL condition (see `query.py`)."""
+        with self.index.write() as tx:
+            sizes, obsolete = self.index.delete_where(tx, condition, params, limit)
+        for filename in obsolete:
+            files.remove(self.root, filename)
         return sizes
 
     def _delete_legacy(self, entry_id: str) -> int:
