@@ -14,7 +14,7 @@ from typing import Any
 
 from tests.cache.tiers.test_contract import make_entry
 from voicecache.cache.tiers import Entry, EntryMeta
-from voicecache.cache.tiers.disk.index import DB_NAME, decode_header
+from voicecache.cache.tiers.disk.index import DB_NAME, DiskIndex
 
 
 def write_legacy(root: Path, entry_id: str, entry: Entry) -> Path:
@@ -63,9 +63,12 @@ def stored_files(root: Path) -> dict[str, Path]:
 
 def stored_header(root: Path, entry_id: str) -> EntryMeta | None:
     """The header the index holds for `entry_id` (what scans, purges and hits see)."""
-    with contextlib.closing(sqlite3.connect(f"file:{root / DB_NAME}?mode=ro", uri=True)) as db:
-        found = db.execute("SELECT header FROM entries WHERE id = ?", (entry_id,)).fetchone()
-    return None if found is None else decode_header(found[0], entry_id)
+    index = DiskIndex(root)
+    try:
+        row = index.lookup(entry_id)
+    finally:
+        index.close()
+    return None if row is None else row.meta
 
 
 def real_bytes(root: Path) -> int:

@@ -16,16 +16,16 @@ Connections are per thread; the tier runs all of this off the event loop.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from voicecache.cache.tiers.base import EntryMeta
+from voicecache.cache.tiers.disk.headers import META_COLUMNS, meta_from_row, rest_of
 
 DB_NAME = "index.sqlite3"
 SCHEMA_VERSION = 1
@@ -79,52 +79,8 @@ _SCHEMA = (
     END""",
 )
 
-_COLUMNS = (
-    "id, filename, size, stored, last_access, pinned, expires_at, stale_until, created,"
-    " voice, engine, model_version, tenant, header"
-)
-
-
-# -- headers -----------------------------------------------------------------------------------
-
-_REQUIRED = {
-    f.name for f in fields(EntryMeta) if f.default is MISSING and f.default_factory is MISSING
-}
-_DEFAULTS = {
-    f.name: list(f.default) if isinstance(f.default, tuple) else f.default
-    for f in fields(EntryMeta)
-    if f.name not in _REQUIRED
-}
-
-
-_FIELDS = tuple(f.name for f in fields(EntryMeta))
-
-
-def encode_header(meta: EntryMeta, entry_id: str | None = None) -> bytes:
-    """The header as compact JSON. Fields at their default are left out, and so are the key
-    and format when `entry_id` is `<key>.<format>` (as every id the gateway makes): together
-    almost half of a typical header."""
-    kept = {}
-    # Not `meta.to_json()`: `dataclasses.asdict` deep-copies, ~50x slower than this loop.
-    for name in _FIELDS:
-        value = getattr(meta, name)
-        if isinstance(value, tuple):
-            value = list(value)
-        if name in _REQUIRED or value != _DEFAULTS[name]:
-            kept[name] = value
-    if entry_id is not None and entry_id == f"{meta.key}.{meta.format}":
-        del kept["key"], kept["format"]
-    # surrogatepass: a lone surrogate in text must not make the index refuse the entry.
-    return json.dumps(kept, separators=(",", ":"), ensure_ascii=False).encode(
-        "utf-8", "surrogatepass"
-    )
-
-
-def decode_header(blob: bytes, entry_id: str | None = None) -> EntryMeta:
-    data = json.loads(blob)
-    if "key" not in data and entry_id is not None:
-        data["key"], _, data["format"] = entry_id.rpartition(".")
-    return EntryMeta.from_json(data)
+_META_SELECT = ", ".join(META_COLUMNS)
+_COLUMNS = f"id, filename, size, stored, last_access, pinned, header, {_META_SELECT}"
 
 
 # -- rows and results --------------------------------------------------------------------------
@@ -138,7 +94,7 @@ class Row:
     filename: str
     size: int
     last_access: float
-    header: bytes
+    meta: EntryMeta
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,12 +227,16 @@ class DiskIndex:
         found = (
             self.connection()
             .execute(
-                "SELECT rowid, filename, size, last_access, header FROM entries WHERE id = ?",
+                "SELECT rowid, filename, size, last_access, header,"
+                f" {_META_SELECT} FROM entries WHERE id = ?",
                 (entry_id,),
             )
             .fetchone()
         )
-        return None if found is None else Row(*found)
+        if found is None:
+            return None
+        rowid, filename, size, last_access = found[:4]
+        return Row(rowid, filename, size, last_access, meta_from_row(entry_id, found[4], found[5:]))
 
     def has_filename(self, filename: str) -> bool:
         query = "SELECT 1 FROM entries WHERE filename = ?"
@@ -286,10 +246,14 @@ class DiskIndex:
         query = "SELECT entries, bytes, pinned_entries, pinned_bytes FROM counters"
         return Counters(*self.connection().execute(query).fetchone())
 
-    def headers_after(self, rowid: int, limit: int) -> list[tuple[int, str, bytes]]:
+    def headers_after(self, rowid: int, limit: int) -> list[tuple[int, str, EntryMeta]]:
         """(rowid, id, header) in rowid order, for scans in batches."""
-        query = "SELECT rowid, id, header FROM entries WHERE rowid > ? ORDER BY rowid LIMIT ?"
-        return self.connection().execute(query, (rowid, limit)).fetchall()
+        rows = self.connection().execute(
+            f"SELECT rowid, id, header, {_META_SELECT} FROM entries WHERE rowid > ?"
+            " ORDER BY rowid LIMIT ?",
+            (rowid, limit),
+        )
+        return [(row[0], row[1], meta_from_row(row[1], row[2], row[3:])) for row in rows]
 
     def find(self, conditions: dict[str, str]) -> list[str]:
         """Ids of entries matching every condition (voice, tag, engine, model_version)."""
@@ -357,14 +321,8 @@ class DiskIndex:
                 budget.now,
                 budget.now if last_access is None else last_access,
                 int(pinned),
-                meta.expires_at,
-                meta.stale_until,
-                meta.created,
-                meta.voice,
-                meta.engine,
-                meta.model_version,
-                meta.tenant,
-                encode_header(meta, entry_id),
+                rest_of(meta, entry_id),
+                *(getattr(meta, name) for name in META_COLUMNS),
             ),
         )
         if meta.tags:
@@ -382,12 +340,13 @@ class DiskIndex:
 
         None when the entry is absent or its audio differs (the caller rewrites instead)."""
         found = tx.execute(
-            "SELECT rowid, header, pinned, size FROM entries WHERE id = ?", (entry_id,)
+            f"SELECT rowid, pinned, size, header, {_META_SELECT} FROM entries WHERE id = ?",
+            (entry_id,),
         ).fetchone()
         if found is None:
             return None
-        rowid, header, was_pinned, size = found
-        stored = decode_header(header, entry_id)
+        rowid, was_pinned, size = found[:3]
+        stored = meta_from_row(entry_id, found[3], found[4:])
         if stored.checksum != meta.checksum or stored.size != meta.size:
             return None
         change = Change()
@@ -396,19 +355,13 @@ class DiskIndex:
             pinned_now = tx.execute("SELECT pinned_bytes FROM counters").fetchone()[0]
             if pinned_now + size > budget.pinned_bytes:
                 pinned, change.pinned_refused = False, 1
+        assignments = ", ".join(f"{name} = ?" for name in META_COLUMNS)
         tx.execute(
-            "UPDATE entries SET pinned = ?, expires_at = ?, stale_until = ?, created = ?,"
-            " voice = ?, engine = ?, model_version = ?, tenant = ?, header = ? WHERE rowid = ?",
+            f"UPDATE entries SET pinned = ?, header = ?, {assignments} WHERE rowid = ?",
             (
                 int(pinned),
-                meta.expires_at,
-                meta.stale_until,
-                meta.created,
-                meta.voice,
-                meta.engine,
-                meta.model_version,
-                meta.tenant,
-                encode_header(meta, entry_id),
+                rest_of(meta, entry_id),
+                *(getattr(meta, name) for name in META_COLUMNS),
                 rowid,
             ),
         )

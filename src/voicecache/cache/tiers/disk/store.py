@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from voicecache.cache.tiers.base import Entry, EntryMeta
 from voicecache.cache.tiers.disk import files
-from voicecache.cache.tiers.disk.index import Budget, Change, Counters, DiskIndex, decode_header
+from voicecache.cache.tiers.disk.index import Budget, Change, Counters, DiskIndex
 from voicecache.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class DiskStore:
                 blob = files.read_value(self.root, row.filename)
             except FileNotFoundError:
                 return None
-        meta = decode_header(row.header, entry_id)
+        meta = row.meta
         try:
             if len(blob) != row.size:
                 raise StorageError(f"size mismatch for {meta.key}")
@@ -188,10 +188,7 @@ class DiskStore:
 
     def scan_batch(self, after: int, limit: int) -> list[tuple[int, str, EntryMeta]]:
         """Headers from the index, in batches; no entry file is opened."""
-        return [
-            (rowid, entry_id, decode_header(header, entry_id))
-            for rowid, entry_id, header in self.index.headers_after(after, limit)
-        ]
+        return self.index.headers_after(after, limit)
 
     def find(self, conditions: dict[str, str]) -> list[str]:
         return self.index.find(conditions)
