@@ -179,6 +179,8 @@ class DiskTier(Tier):
         """Ids by voice, tag, engine and/or model version, from the index."""
         given = {"voice": voice, "tag": tag, "engine": engine, "model_version": model_version}
         conditions = {name: value for name, value in given.items() if value is not None}
+        if not conditions:
+            return None  # nothing to look up (the contract: the caller scans)
         await self._complete_migration()
         return await self._run(self.store.find, conditions)
 
