@@ -7,7 +7,8 @@ Read it top-down, the way a request travels:
 - `ResolvedVoice`, `Plan`: a request resolved against one engine and one voice, with its
   `CacheKey` (built in `keys.py`);
 - `Entry`, `EntryMeta`, `Tier`, `TierStats`: what a cache tier stores and the tier protocol;
-- `SpeechResult`, `Status`: the answer, and how it was obtained;
+- `SpeechResult`, `Status`: the answer, and how it was obtained; `SpeechStream`: the answer
+  as a stream of bytes;
 - `VoiceResolver`, `Admission`, `GatewayObserver`, `FillLock`: the collaborators the gateway
   is given by the composition root.
 
@@ -29,7 +30,15 @@ import json
 import re
 import struct
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
@@ -219,6 +228,13 @@ class Engine(ABC):
     async def probe(self) -> None:  # noqa: B027 - optional hook: nothing to check by default
         """Raise `EngineError` unless the engine can be reached now, without synthesizing (a
         connect and a cheap request): readiness checks and `voicecache doctor`."""
+
+    async def stream(self, job: SynthesisJob) -> AsyncGenerator[Audio, None]:
+        """Synthesize `job.text`, handing on PCM chunks (all at one sample rate) as they are
+        made; their concatenation is the whole render. The default makes the whole render
+        and yields it once: engines that answer whole files need nothing more. Consumers
+        close the iterator (`contextlib.aclosing`) when they stop early."""
+        yield await self.synthesize(job)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most engines hold nothing
         """Release connections and threads."""
@@ -437,6 +453,33 @@ class SpeechResult:
     @property
     def etag(self) -> str:
         return f'"{self.key}.{self.format}"'
+
+
+@dataclass(slots=True)
+class SpeechStream:
+    """Audio for a request as a stream of bytes (`Gateway.speak_stream`).
+
+    Everything a response's headers need is known before the first byte: how the audio is
+    obtained (`status`, `tier`), its `key` and `format`, and whether and how long it may be
+    kept (`stored`, `private`, `expires_at`: None is pinned). `chunks` yields the bytes, and
+    raises when the audio breaks off before it is complete (an upstream stream cut short):
+    the bytes already yielded must then not be taken for a whole file. `result` is the
+    complete audio once known: at once for stored audio, at the end of a live render."""
+
+    key: str
+    format: AudioFormat
+    status: Status
+    tier: str | None
+    stored: bool
+    private: bool
+    expires_at: float | None
+    characters: int
+    chunks: AsyncGenerator[bytes, None]
+    result: SpeechResult | None = None
+
+    @property
+    def content_type(self) -> str:
+        return codecs.CONTENT_TYPES[self.format]
 
 
 # -- the gateway's collaborators ----------------------------------------------------------------

@@ -40,10 +40,12 @@ if TYPE_CHECKING:
     from tests.servers import UvicornThread
 
 __all__ = [
+    "DROP_CONNECTION",
     "SPEECH_PATH",
     "FakeControls",
     "FakeEngine",
     "FaultInjector",
+    "StreamLog",
     "add_control_routes",
     "encode_audio",
     "run_standalone",
@@ -52,6 +54,8 @@ __all__ = [
 ]
 
 SPEECH_PATH = "/v1/audio/speech"
+# Scope key of an async callable that drops the client's connection (see `FaultInjector`).
+DROP_CONNECTION = "fake.drop_connection"
 
 # Bytes that decode as no audio format at all (not RIFF, fLaC, OggS, ID3 or an MPEG sync).
 GARBAGE = b"<html><body>502 Bad Gateway (fake garbage, not audio)</body></html>\n" * 4
@@ -64,6 +68,10 @@ SWITCHES = (
     "reset_connection_next_n",
     "garbage_next_n",
     "hang",
+    "first_chunk_delay_s",
+    "chunk_interval_s",
+    "chunk_seconds",
+    "cut_next_n",
 )
 
 
@@ -81,12 +89,20 @@ class FakeControls:
             content type.
         hang: while True, speech requests wait without answering; set it back to False to
             release them (a waiting request also ends when its client disconnects).
+        first_chunk_delay_s, chunk_interval_s, chunk_seconds: streamed answers (the fakes that
+            stream, ``tests.fakes.openai_tts``): the first chunk of the body is sent this long
+            after the request, the next ones this long apart, each holding ``chunk_seconds``
+            of audio (``0``: the whole body in one chunk).
+        cut_next_n: the next N streamed answers send half their chunks, then drop the
+            connection (clients see an incomplete chunked body).
 
     Counters (read them from any thread):
         calls: speech requests received, including failed ones.
         characters: ``len(input)`` summed over requests that were actually synthesized.
         requests: JSON bodies received, oldest first (non-JSON bodies are kept as
             ``{"_raw": "<text>"}``).
+        streams: one :class:`StreamLog` per streamed answer, oldest first (``time.monotonic``
+            timestamps, comparable with the tests' own in this process).
     """
 
     latency_s: float = 0.0
@@ -95,9 +111,14 @@ class FakeControls:
     reset_connection_next_n: int = 0
     garbage_next_n: int = 0
     hang: bool = False
+    first_chunk_delay_s: float = 0.0
+    chunk_interval_s: float = 0.0
+    chunk_seconds: float = 0.25
+    cut_next_n: int = 0
     calls: int = 0
     characters: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
+    streams: list[StreamLog] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def reset(self) -> None:
@@ -106,8 +127,8 @@ class FakeControls:
             for f in fields(self):
                 if f.name == "_lock":
                     continue
-                if f.name == "requests":
-                    self.requests = []
+                if f.name in ("requests", "streams"):
+                    setattr(self, f.name, [])
                 else:
                     setattr(self, f.name, f.default)
 
@@ -153,6 +174,18 @@ class FakeControls:
                 setattr(self, counter, left - 1)
                 return True
             return False
+
+
+@dataclass
+class StreamLog:
+    """What one streamed answer did, for tests that assert orderings (monotonic seconds)."""
+
+    started: float
+    chunks: int = 0
+    first_chunk: float | None = None
+    last_chunk: float | None = None
+    completed: bool = False
+    cut: bool = False
 
 
 # An error answer: status, body bytes, content type.
@@ -211,6 +244,8 @@ class FaultInjector:
             await _respond(send, 200, GARBAGE, self.garbage_content_type(recorded))
             return
 
+        # A streaming app cuts its answer short through this (it needs uvicorn's own receive).
+        scope = {**scope, DROP_CONNECTION: lambda: _drop_connection(receive)}
         replayed = False
 
         async def replay() -> Message:

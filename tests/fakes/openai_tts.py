@@ -8,6 +8,11 @@ Request: JSON ``{"model", "input", "voice", "instructions"?, "response_format"?,
   mp3 (default), opus, aac, flac, wav, pcm; ``speed`` 0.25–4.0 (default 1.0); ``instructions``
   a string (accepted with every model; the real API documents it only for gpt-4o-mini-tts);
   ``stream_format`` only ``"audio"`` (``"sse"`` streaming is not faked: 400).
+- Answers stream as OpenAI's do: chunked transfer, no ``Content-Length``. The switches
+  ``first_chunk_delay_s``, ``chunk_interval_s`` and ``chunk_seconds`` time the chunks (``pcm``
+  is cut at sample boundaries, other formats into as many equal pieces), ``cut_next_n``
+  drops the connection halfway through the next answers, and ``controls.streams`` logs when
+  each answer's chunks went out.
 - Any other field is rejected with 400 ``Unrecognized request argument supplied: <name>``, as
   OpenAI does; that lets gateway tests prove only documented fields go upstream (the bodies
   received are also in ``controls.requests``).
@@ -25,18 +30,23 @@ Run standalone: ``python -m tests.fakes.openai_tts --port 8001 --api-key sk-test
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-from collections.abc import Iterable
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tests.fakes import (
+    DROP_CONNECTION,
     FakeControls,
     FakeEngine,
     FaultInjector,
+    StreamLog,
     add_control_routes,
     encode_audio,
     run_standalone,
@@ -205,6 +215,43 @@ def _render(model: str, text: str, voice: str, instructions: str, speed: float, 
     return encode_audio(audio, SAMPLE_RATE, fmt)
 
 
+def _pieces(content: bytes, fmt: str, chunk_seconds: float) -> list[bytes]:
+    """The body cut into chunks of ``chunk_seconds`` of audio (equal pieces for containers)."""
+    if chunk_seconds <= 0 or not content:
+        return [content]
+    if fmt == "pcm":
+        step = max(2, round(chunk_seconds * SAMPLE_RATE) * 2)
+        return [content[i : i + step] for i in range(0, len(content), step)]
+    seconds = len(content) / (2 * SAMPLE_RATE)  # a rough duration is all the count needs
+    count = max(1, math.ceil(seconds / chunk_seconds))
+    step = math.ceil(len(content) / count)
+    return [content[i : i + step] for i in range(0, len(content), step)]
+
+
+async def _stream_body(
+    pieces: list[bytes],
+    controls: FakeControls,
+    log: StreamLog,
+    drop: Callable[[], Awaitable[None]] | None,
+) -> AsyncIterator[bytes]:
+    """The chunks, timed by the controls; with ``drop``, half of them and then a cut."""
+    if controls.first_chunk_delay_s > 0:
+        await asyncio.sleep(controls.first_chunk_delay_s)
+    for index, piece in enumerate(pieces):
+        if drop is not None and index >= max(1, len(pieces) // 2):
+            log.cut = True
+            await drop()
+            return
+        if index and controls.chunk_interval_s > 0:
+            await asyncio.sleep(controls.chunk_interval_s)
+        now = time.monotonic()
+        log.first_chunk = log.first_chunk or now
+        log.last_chunk = now
+        log.chunks += 1
+        yield piece
+    log.completed = True
+
+
 def create_app(
     controls: FakeControls | None = None,
     *,
@@ -269,7 +316,13 @@ def create_app(
         # Encoding takes tens of milliseconds (Opus more): keep the event loop responsive.
         content = await run_in_threadpool(_render, model, text, voice, instructions, speed, fmt)
         controls.add_characters(len(text))
-        return Response(content=content, media_type=CONTENT_TYPES[fmt])
+        log = StreamLog(started=time.monotonic())
+        controls.streams.append(log)
+        drop = request.scope.get(DROP_CONNECTION) if controls.take("cut_next_n") else None
+        pieces = _pieces(content, fmt, controls.chunk_seconds)
+        return StreamingResponse(
+            _stream_body(pieces, controls, log, drop), media_type=CONTENT_TYPES[fmt]
+        )
 
     def failure(status: int) -> tuple[bytes, str]:
         message, type_, code = _SERVER_ERRORS.get(

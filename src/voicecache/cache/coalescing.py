@@ -32,13 +32,20 @@ class Coalescer(Generic[T]):
         """Run `work` once for all concurrent callers with `work_id`.
 
         Returns the result and whether this caller was the leader."""
-        task = self._inflight.get(work_id)
-        leader = task is None
-        if task is None:
-            task = asyncio.ensure_future(work())
-            self._inflight[work_id] = task
-            task.add_done_callback(lambda done: self._finished(work_id, done))
+        task, leader = self.start(work_id, work)
         return await asyncio.shield(task), leader
+
+    def start(self, work_id: str, work: Callable[[], Awaitable[T]]) -> tuple[asyncio.Task[T], bool]:
+        """The task running the work for `work_id`, started from `work` when none runs yet
+        (then this caller is the leader: the second value). For callers that follow the work
+        while it runs (a streamed miss) instead of awaiting its end; await it shielded."""
+        task = self._inflight.get(work_id)
+        if task is not None:
+            return task, False
+        task = asyncio.ensure_future(work())
+        self._inflight[work_id] = task
+        task.add_done_callback(lambda done: self._finished(work_id, done))
+        return task, True
 
     def _finished(self, work_id: str, task: asyncio.Task[T]) -> None:
         self._inflight.pop(work_id, None)

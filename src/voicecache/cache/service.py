@@ -8,15 +8,18 @@
 - the background refresh of stale entries (`refresh.py`);
 - format variants transcoded from the canonical entry (`variants.py`).
 
-`speak` and `fetch` time and observe each request; `memory_hit` and `note_hit` are the fast
-lane's synchronous hit path and stay here, one call deep, because they are the hot loop.
+`speak` and `fetch` time and observe each request; `speak_stream` is `speak` for streamed
+responses (`SpeechStream`), observed when its last byte has been handed on. `memory_hit` and
+`note_hit` are the fast lane's synchronous hit path and stay here, one call deep, because
+they are the hot loop.
 The parts are wired once, when the gateway is constructed.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
 from voicecache.cache.coalescing import Coalescer
@@ -38,6 +41,7 @@ from voicecache.model import (
     ResolvedVoice,
     SpeechRequest,
     SpeechResult,
+    SpeechStream,
     SynthesisJob,
     VoiceResolver,
 )
@@ -175,6 +179,46 @@ class Gateway:
             raise
         self.observer.request_done(result, engine_name, time.perf_counter() - started)
         return result
+
+    async def speak_stream(
+        self,
+        request: SpeechRequest,
+        *,
+        tenant: str | None = None,
+        control: CacheControl = CacheControl(),  # noqa: B008 - frozen, safe to share
+    ) -> SpeechStream:
+        """`speak`, as a stream of bytes: a miss is handed on while the engine renders it
+        (one render for every identical request, streamed or not), a hit from stored audio.
+        Returns once the response's headers are known (at the first byte of a miss)."""
+        started = time.perf_counter()
+        engine_name = request.engine or self.default_engine
+        try:
+            plan = await self.plan(request, tenant)
+            engine_name = plan.engine.name
+            stream = await self._lookup.serve_stream(plan, control)
+        except Exception as exc:
+            self.observer.request_failed(exc, engine_name, time.perf_counter() - started)
+            raise
+        stream.chunks = self._observed(stream, stream.chunks, engine_name, started)
+        return stream
+
+    async def _observed(
+        self,
+        stream: SpeechStream,
+        chunks: AsyncGenerator[bytes, None],
+        engine: str,
+        started: float,
+    ) -> AsyncGenerator[bytes, None]:
+        """`chunks`, observed as a request once they end (a client leaving early: not at all)."""
+        try:
+            async with aclosing(chunks):
+                async for data in chunks:
+                    yield data
+        except Exception as exc:
+            self.observer.request_failed(exc, engine, time.perf_counter() - started)
+            raise
+        if stream.result is not None:
+            self.observer.request_done(stream.result, engine, time.perf_counter() - started)
 
     async def _speed_one(self, plan: Plan) -> SpeechResult:
         """The line of `plan` at speed 1.0 in the storage codec, served like any request."""

@@ -3,9 +3,14 @@
 No system package and no network: the wheel bundles `libespeak-ng.so` and all language data
 (Debian's 1.51 mis-reads Mandarin, the bundled 1.52 does not). The library keeps global state,
 so every call runs on one dedicated worker thread, which both serializes calls and keeps the
-event loop free. Emotions map to prosody (rate, pitch, pitch range) so that each is audibly
-different; a cloned voice adapts pitch and rate to its reference sample (an approximation:
-eSpeak cannot copy timbre).
+event loop free. `stream` hands on each buffer of eSpeak's synthesis callback as it is made:
+the callback runs on that worker thread and passes it to the event loop with
+`loop.call_soon_threadsafe` into the caller's queue (the thread's completion is posted the
+same way, after its last chunk, so order holds).
+
+Emotions map to prosody (rate, pitch, pitch range) so that each is audibly different; a cloned
+voice adapts pitch and rate to its reference sample (an approximation: eSpeak cannot copy
+timbre).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -100,6 +105,7 @@ class _Library:
         if self.sample_rate <= 0:
             raise EngineError("eSpeak NG failed to initialize")
         self.chunks: list[np.ndarray] = []
+        self.sink: Callable[[np.ndarray], None] | None = None
         self._callback = _Callback(self._collect)  # kept referenced: C holds the pointer
         self.lib.espeak_SetSynthCallback(self._callback)
         self.lib.espeak_Synth.argtypes = [
@@ -118,19 +124,33 @@ class _Library:
             # Copy through bytes: np.ctypeslib.as_array would create (and cache forever) a new
             # ctypes array type for every distinct chunk length, a slow leak.
             raw = ctypes.string_at(samples, count * ctypes.sizeof(ctypes.c_short))
-            self.chunks.append(np.frombuffer(raw, dtype=np.int16))
+            chunk = np.frombuffer(raw, dtype=np.int16)
+            self.chunks.append(chunk)
+            if self.sink is not None:
+                self.sink(chunk)
         return 0
 
-    def synth(self, text: str, voice: str, prosody: Prosody) -> np.ndarray:
+    def synth(
+        self,
+        text: str,
+        voice: str,
+        prosody: Prosody,
+        sink: Callable[[np.ndarray], None] | None = None,
+    ) -> np.ndarray:
+        """The whole render; each buffer also goes to `sink` as soon as eSpeak makes it."""
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise EngineError(f"eSpeak NG has no voice {voice!r}")
         self.lib.espeak_SetParameter(_RATE, round(prosody.wpm), 0)
         self.lib.espeak_SetParameter(_PITCH, prosody.pitch, 0)
         self.lib.espeak_SetParameter(_RANGE, prosody.range, 0)
         self.chunks = []
+        self.sink = sink
         data = text.encode()
-        status = self.lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, _UTF8, None, None)
-        self.lib.espeak_Synchronize()
+        try:
+            status = self.lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, _UTF8, None, None)
+            self.lib.espeak_Synchronize()
+        finally:
+            self.sink = None
         if status != 0:
             raise EngineError(f"eSpeak NG synthesis failed (status {status})")
         if not self.chunks:
@@ -152,6 +172,12 @@ class _SharedLibrary:
             if cls._executor is None:
                 cls._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="espeak")
             return cls._executor
+
+    @classmethod
+    def sample_rate(cls) -> int:
+        """The library's output rate; only called once the library is loaded."""
+        assert cls._library is not None
+        return int(cls._library.sample_rate)
 
     @classmethod
     def library(cls) -> _Library:
@@ -187,6 +213,51 @@ class EspeakEngine(Engine):
         return language in LANGUAGES and (not variant or variant in VARIANTS)
 
     async def synthesize(self, job: SynthesisJob) -> Audio:
+        prosody = self._prosody(job)
+        self.calls += 1
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_SharedLibrary.executor(), self._synthesize, job, prosody)
+
+    async def stream(self, job: SynthesisJob) -> AsyncGenerator[Audio, None]:
+        prosody = self._prosody(job)
+        if _stretch(prosody, job.speed) != 1.0:
+            # A speed beyond eSpeak's rates is stretched from the whole render.
+            yield await self.synthesize(job)
+            return
+        self.calls += 1
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
+
+        def sink(chunk: np.ndarray) -> None:  # on the worker thread
+            loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+
+        done = loop.run_in_executor(_SharedLibrary.executor(), self._synthesize, job, prosody, sink)
+
+        def finished(future: asyncio.Future[Audio]) -> None:
+            if not future.cancelled():
+                future.exception()  # retrieved here too: the consumer may have left
+            chunks.put_nowait(None)
+
+        done.add_done_callback(finished)
+        rate = None
+        produced = 0
+        ended = False
+        while not ended:
+            # eSpeak hands over 60 ms at a time: pass on together what has piled up meanwhile.
+            ready = [await chunks.get()]
+            while not chunks.empty():
+                ready.append(chunks.get_nowait())
+            ended = ready[-1] is None
+            samples = [chunk for chunk in ready if chunk is not None]
+            if samples:
+                rate = rate or _SharedLibrary.sample_rate()
+                produced += sum(len(chunk) for chunk in samples)
+                yield Audio(np.concatenate(samples) if len(samples) > 1 else samples[0], rate)
+        await done  # raises the worker's error, if any
+        if produced == 0:
+            raise EngineError("eSpeak NG produced no audio")
+
+    def _prosody(self, job: SynthesisJob) -> Prosody:
         if not self.accepts_voice(job.voice):
             raise EngineError(f"eSpeak NG has no voice {job.voice!r}")
         prosody = EMOTIONS.get(job.emotion)
@@ -194,9 +265,7 @@ class EspeakEngine(Engine):
             raise EngineError(f"eSpeak NG has no emotion {job.emotion!r}")
         if job.reference is not None:
             prosody = _adapt_to_reference(prosody, job.reference.settings)
-        self.calls += 1
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_SharedLibrary.executor(), self._synthesize, job, prosody)
+        return prosody
 
     async def probe(self) -> None:
         """The library loads and initializes (on its worker thread, as synthesis does)."""
@@ -206,14 +275,22 @@ class EspeakEngine(Engine):
         except OSError as exc:
             raise EngineError(f"eSpeak NG library does not load: {exc}") from exc
 
-    def _synthesize(self, job: SynthesisJob, prosody: Prosody) -> Audio:
+    def _synthesize(
+        self,
+        job: SynthesisJob,
+        prosody: Prosody,
+        sink: Callable[[np.ndarray], None] | None = None,
+    ) -> Audio:
         library = _SharedLibrary.library()
         # eSpeak's rate tops out at 450 wpm and bottoms at 80: reach the rest of the speed
         # range by stretching the rendered audio.
         wanted = prosody.wpm * job.speed
         wpm = min(max(wanted, _MIN_WPM), _MAX_WPM)
         samples = library.synth(
-            job.text, espeak_voice_name(job.voice), Prosody(wpm, prosody.pitch, prosody.range)
+            job.text,
+            espeak_voice_name(job.voice),
+            Prosody(wpm, prosody.pitch, prosody.range),
+            sink,
         )
         audio = Audio(samples, library.sample_rate)
         if abs(wanted - wpm) > 0.5:
@@ -232,6 +309,13 @@ def espeak_voice_name(voice: str) -> str:
     """The name eSpeak NG knows for one of our voice ids (`alloy` → `en-us+f2`)."""
     language, plus, variant = OPENAI_ALIASES.get(voice, voice).partition("+")
     return _ESPEAK_LANGUAGE_NAMES.get(language, language) + plus + variant
+
+
+def _stretch(prosody: Prosody, speed: float) -> float:
+    """The time-stretch factor a render at `speed` needs after eSpeak (1.0 within its rates)."""
+    wanted = prosody.wpm * speed
+    wpm = min(max(wanted, _MIN_WPM), _MAX_WPM)
+    return wanted / wpm if abs(wanted - wpm) > 0.5 else 1.0
 
 
 def _adapt_to_reference(base: Prosody, settings: dict[str, object] | object) -> Prosody:

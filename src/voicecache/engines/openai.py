@@ -7,6 +7,11 @@ documented fields `model`, `input`, `voice`, `instructions` (only when there are
 lossless format (`wav` by default, `flac` optionally) and store audio in our own canonical
 codec.
 
+`stream` (streamed misses) asks for `pcm` instead: raw 24 kHz 16-bit mono that OpenAI and the
+compatible servers send with chunked transfer as it is made (OpenAI's default
+`stream_format` is `audio`, so the field is not sent: servers that do not know it never see
+it), and hands each chunk on as it arrives.
+
 OpenAI has no emotion parameter: an engine accepts `neutral` and whatever emotions are
 mapped to style instructions (`emotion_instructions`, for models that follow instructions such
 as gpt-4o-mini-tts). The mapped instruction goes before the caller's own instructions.
@@ -14,12 +19,13 @@ as gpt-4o-mini-tts). The mapped instruction goes before the caller's own instruc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
 from typing import Any, Literal
 
 import httpx
 
-from voicecache.codecs import Audio
+from voicecache.codecs import PCM_RATE, Audio
 from voicecache.engines.remote import (
     RemoteEngine,
     required_url,
@@ -134,6 +140,12 @@ class OpenAIEngine(RemoteEngine):
 
     async def synthesize(self, job: SynthesisJob) -> Audio:
         return await self._post_audio(SPEECH_PATH, self.request_body(job))
+
+    async def stream(self, job: SynthesisJob) -> AsyncGenerator[Audio, None]:
+        body = self.request_body(job) | {"response_format": "pcm"}
+        async with aclosing(self._stream_pcm(SPEECH_PATH, body, PCM_RATE)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
 
 def build(spec: EngineSpec) -> OpenAIEngine:

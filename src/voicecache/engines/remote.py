@@ -8,6 +8,8 @@ everything that can go wrong on the wire into voicecache's typed engine errors.
     HTTP 429                         → EngineUnavailable  (503, not retried here; Retry-After)
     other HTTP 4xx                   → EngineError        (502, not retryable)
     200 that is not decodable audio  → EngineError        (502, not retryable)
+    a streamed body cut short        → EngineUnavailable  (503, retryable: by `resilience.py`
+                                                             only before a chunk was handed on)
 
 Retries, the circuit breaker and back-pressure are not here: they live in one place,
 `resilience.py`, which wraps every remote engine. The helpers at the end read the parts of an
@@ -17,10 +19,11 @@ Retries, the circuit breaker and back-pressure are not here: they live in one pl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import httpx
+import numpy as np
 
 from voicecache import codecs
 from voicecache.codecs import Audio
@@ -104,6 +107,44 @@ class RemoteEngine(Engine):
             )
         # Decoding is CPU work (FLAC/MP3); keep the loop free for hits.
         return await asyncio.to_thread(_decode, self.name, response.content)
+
+    async def _stream_pcm(
+        self, path: str, body: Mapping[str, Any], sample_rate: int
+    ) -> AsyncGenerator[Audio, None]:
+        """POST `body` as JSON to `path` and hand on the answer, raw 16-bit little-endian mono
+        PCM at `sample_rate`, chunk by chunk as it arrives. Counts one call in `self.calls`."""
+        self.calls += 1
+        try:
+            async with self._client.stream("POST", path, json=dict(body)) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _status_error(self.name, response)
+                content_type = response.headers.get("content-type", "").split(";")[0].lower()
+                if content_type.startswith(("text/", "application/json")):
+                    await response.aread()
+                    raise EngineError(
+                        f"engine {self.name} answered {content_type} instead of audio: "
+                        f"{_snippet(response)}"
+                    )
+                odd = b""  # a sample split across two chunks
+                produced = 0
+                async for raw in response.aiter_raw():
+                    data = odd + raw
+                    even = len(data) - len(data) % 2
+                    odd = data[even:]
+                    if even:
+                        produced += even
+                        yield Audio(np.frombuffer(data[:even], dtype="<i2"), sample_rate)
+        except httpx.TimeoutException as exc:
+            raise EngineTimeout(f"engine {self.name} timed out ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise EngineUnavailable(
+                f"engine {self.name} broke off its stream: {type(exc).__name__}: "
+                f"{exc or 'no answer'}",
+                retryable=True,
+            ) from exc
+        if produced == 0:
+            raise EngineError(f"engine {self.name} sent no audio")
 
     async def aclose(self) -> None:
         await self._client.aclose()

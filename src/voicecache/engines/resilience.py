@@ -20,6 +20,12 @@ What counts as a breaker failure: an attempt that ends in an `EngineError` other
 upstream 4xx (a 4xx proves the engine is up; our request was the problem). Calls refused by
 the breaker or the queue never reach the engine and count nothing against it.
 
+Streams (`stream`, for streamed misses) get the same: one slot for the whole stream, the
+breaker's verdict when it ends, and `attempt_timeout` as a deadline for the whole stream
+(applied to each wait for the next chunk, never to the time the consumer spends). A stream
+is retried only before its first chunk was handed on: after that a retry would splice two
+different renders into one response, so the error goes to the caller.
+
 Counters for metrics (plain attributes, read them at scrape time): `calls` (real upstream
 calls, from the wrapped engine), `attempts`, `retries`, `failures`, `timeouts`,
 `rejected_open`, `rejected_queue`, `breaker_transitions` (`{"open": n, "half_open": n,
@@ -31,7 +37,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,6 +162,62 @@ class ResilientEngine(Engine):
             self.in_flight -= 1
             self._slots.release()
 
+    async def stream(self, job: SynthesisJob) -> AsyncGenerator[Audio, None]:
+        await self._acquire_slot()
+        self.in_flight += 1
+        try:
+            attempt = 0
+            while True:
+                attempt += 1
+                handed_on = False
+                try:
+                    async with aclosing(self._stream_attempt(job)) as chunks:
+                        async for chunk in chunks:
+                            handed_on = True
+                            yield chunk
+                    return
+                except EngineError as exc:
+                    if handed_on or not exc.retryable or attempt >= self.config.attempts:
+                        raise
+                self.retries += 1
+                await self._sleep(self._backoff(attempt))
+        finally:
+            self.in_flight -= 1
+            self._slots.release()
+
+    async def _stream_attempt(self, job: SynthesisJob) -> AsyncGenerator[Audio, None]:
+        """One upstream stream, as `_attempt` is one upstream call."""
+        probe = self._allow()
+        self.attempts += 1
+        started = self._clock()
+        timeout = self.config.attempt_timeout
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        verdict = False
+        try:
+            async with aclosing(self.inner.stream(job)) as chunks:
+                while True:
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        verdict = True
+                        self._failed(None)
+                        raise EngineTimeout(
+                            f"engine {self.name} did not finish its stream within {timeout:g} s"
+                        ) from None
+                    except EngineError as exc:
+                        verdict = True
+                        self._failed(exc)
+                        raise
+                    yield chunk
+            verdict = True
+            self._succeeded(started)
+        finally:
+            if not verdict and probe:  # cancelled or left early: no verdict on the engine
+                self.breaker.release_probe()
+
     async def _acquire_slot(self) -> None:
         if self._slots.locked() and self.queued >= self.config.max_queue:
             self.rejected_queue += 1
@@ -192,6 +255,29 @@ class ResilientEngine(Engine):
             await self._sleep(self._backoff(attempt))
 
     async def _attempt(self, job: SynthesisJob) -> Audio:
+        probe = self._allow()
+        self.attempts += 1
+        started = self._clock()
+        try:
+            async with asyncio.timeout(self.config.attempt_timeout):
+                audio = await self.inner.synthesize(job)
+        except TimeoutError:
+            self._failed(None)
+            raise EngineTimeout(
+                f"engine {self.name} did not answer within {self.config.attempt_timeout:g} s"
+            ) from None
+        except EngineError as exc:
+            self._failed(exc)
+            raise
+        except BaseException:
+            if probe:  # cancelled, or a bug: no verdict on the engine
+                self.breaker.release_probe()
+            raise
+        self._succeeded(started)
+        return audio
+
+    def _allow(self) -> bool:
+        """Pass the breaker or raise; returns whether this call is the half-open probe."""
         if not self.breaker.allow():
             self.rejected_open += 1
             retry_after = max(1.0, self.breaker.remaining_cooldown())
@@ -201,36 +287,22 @@ class ResilientEngine(Engine):
             )
         # Right after allow(): whether this call is the one probe. An attempt can outlive
         # the cool-down, so only the probe may free the probe slot when it is cancelled.
-        probe = self.breaker.probing
-        self.attempts += 1
-        started = self._clock()
-        try:
-            async with asyncio.timeout(self.config.attempt_timeout):
-                audio = await self.inner.synthesize(job)
-        except TimeoutError:
+        return self.breaker.probing
+
+    def _failed(self, exc: EngineError | None) -> None:
+        """An attempt failed (`exc` None: it timed out here): count it, tell the breaker."""
+        if exc is None or isinstance(exc, EngineTimeout):
             self.timeouts += 1
-            self.failures += 1
-            self.breaker.failure()
-            raise EngineTimeout(
-                f"engine {self.name} did not answer within {self.config.attempt_timeout:g} s"
-            ) from None
-        except EngineError as exc:
-            if isinstance(exc, EngineTimeout):
-                self.timeouts += 1
-            if _proves_engine_up(exc):
-                self.breaker.success()
-            else:
-                self.failures += 1
-                self.breaker.failure()
-            raise
-        except BaseException:
-            if probe:  # cancelled, or a bug: no verdict on the engine
-                self.breaker.release_probe()
-            raise
+        if exc is not None and _proves_engine_up(exc):
+            self.breaker.success()
+            return
+        self.failures += 1
+        self.breaker.failure()
+
+    def _succeeded(self, started: float) -> None:
         self.breaker.success()
         elapsed = self._clock() - started
         self._typical_call = 0.8 * self._typical_call + 0.2 * elapsed
-        return audio
 
     def _backoff(self, attempt: int) -> float:
         """base · 2^(attempt-1), capped, times a jitter factor in [0.5, 1.5)."""

@@ -33,6 +33,9 @@ PINNED_MAX_AGE = 365 * 86400
 # Audio responses leave their `SpeechResult` in the ASGI scope under this key, so the access
 # log (the outermost middleware) can say what was served: a dict store, free on the hit path.
 RESULT_SCOPE_KEY = "voicecache.result"
+# When the request arrived (`time.perf_counter()`), stamped by the outermost middleware: the
+# start of `voicecache_first_byte_seconds` (`streaming.py`).
+ARRIVED_SCOPE_KEY = "voicecache.arrived"
 
 
 def note_result(scope: Scope, result: SpeechResult) -> None:

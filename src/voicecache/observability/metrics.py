@@ -4,6 +4,9 @@ Per request (plain counters, ~1 µs plus the dashboard's `Insights`):
 
     voicecache_requests_total{result="hit|miss|coalesced|stale|error",tier,engine}
     voicecache_request_seconds{result}                 histogram
+    voicecache_first_byte_seconds{result}              histogram: streamed responses, from
+                                                       the request's arrival to the first
+                                                       audio byte written (`first_byte`)
     voicecache_engine_calls_total{engine,outcome}      outcome "ok" or the error class
     voicecache_engine_seconds{engine}                  histogram
     voicecache_characters_total{source="engine|cache"} characters synthesized vs served
@@ -225,6 +228,7 @@ class Metrics(Collector):
         # (result, tier, engine) -> count; result and tier as the metrics spell them.
         self.requests: dict[tuple[str, str, str], int] = {}
         self.request_seconds = {result: _Histogram(_LATENCY_BUCKETS) for result in (*RESULTS,)}
+        self.first_byte_seconds: dict[str, _Histogram] = {}
         self.engine_calls: dict[tuple[str, str], int] = {}
         self.engine_seconds: dict[str, _Histogram] = {}
         self.characters = {"engine": 0, "cache": 0}
@@ -262,6 +266,15 @@ class Metrics(Collector):
         """The API answered an error of class `name` (HTTP 4xx/5xx, from any layer)."""
         self.errors[name] = self.errors.get(name, 0) + 1
 
+    def first_byte(self, result: str, seconds: float) -> None:
+        """A streamed response wrote its first audio byte `seconds` after the request arrived
+        (called by the HTTP layer, which alone knows when bytes are written)."""
+        status = result.lower()
+        histogram = self.first_byte_seconds.get(status)
+        if histogram is None:
+            histogram = self.first_byte_seconds[status] = _Histogram(_LATENCY_BUCKETS)
+        histogram.observe(seconds)
+
     def engine_call(self, engine: str, outcome: str, seconds: float, characters: int) -> None:
         key = (engine, outcome)
         self.engine_calls[key] = self.engine_calls.get(key, 0) + 1
@@ -289,6 +302,13 @@ class Metrics(Collector):
         )
         for result, histogram in self.request_seconds.items():
             histogram.add_to(seconds, [result])
+        first_byte = HistogramMetricFamily(
+            "voicecache_first_byte_seconds",
+            "Streamed responses: from the request's arrival to the first audio byte written",
+            labels=["result"],
+        )
+        for result, histogram in list(self.first_byte_seconds.items()):
+            histogram.add_to(first_byte, [result])
         calls = CounterMetricFamily(
             "voicecache_engine_calls", "Calls to engines by outcome", labels=["engine", "outcome"]
         )
@@ -316,7 +336,7 @@ class Metrics(Collector):
         )
         for name, count in list(self.errors.items()):
             errors.add_metric([name], count)
-        return [requests, seconds, calls, engine_seconds, characters, cost, errors]
+        return [requests, seconds, first_byte, calls, engine_seconds, characters, cost, errors]
 
     async def refresh(self, gateway: Gateway) -> None:
         """Read tier stats and engine state for the next scrape.

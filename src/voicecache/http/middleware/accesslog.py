@@ -29,7 +29,7 @@ from typing import Literal, TextIO
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from voicecache.http.responses import RESULT_SCOPE_KEY
+from voicecache.http.responses import ARRIVED_SCOPE_KEY, RESULT_SCOPE_KEY
 from voicecache.model import SpeechResult
 from voicecache.settings import Settings
 
@@ -175,6 +175,7 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        scope[ARRIVED_SCOPE_KEY] = started
         request_id = request_id_from(scope["headers"])
         status = 500
 

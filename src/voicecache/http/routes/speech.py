@@ -1,14 +1,20 @@
 """Synthesis endpoints: OpenAI's `POST /v1/audio/speech` and the native `POST /tts`.
 
 Both build a `SpeechRequest`, hand it to the gateway and turn the `SpeechResult` into bytes
-with the cache headers (`httpcache.py`). Memory hits usually never reach these handlers: the
+with the cache headers (`responses.py`). Memory hits usually never reach these handlers: the
 fast lane in `fastlane.py` answers them first.
+
+Streams: `"stream_format": "audio"` or `"sse"` on `/v1/audio/speech` (OpenAI's field) and
+`"stream": true` on `/tts` get `Gateway.speak_stream` and a streamed response
+(`streaming.py`). Without them the answer is the whole file, as always. The fast lane never
+answers streams: `request_from_json` refuses them (`StreamRequested`), so they reach these
+handlers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Container
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
@@ -18,6 +24,7 @@ from voicecache.cache.policy import CacheControl
 from voicecache.http.responses import audio_response
 from voicecache.http.routes.deps import GatewayDep, SettingsDep, TenantDep
 from voicecache.http.routes.schemas import error_responses
+from voicecache.http.streaming import arrival, streamed_response
 from voicecache.model import SpeechRequest
 from voicecache.settings import Settings
 
@@ -26,7 +33,13 @@ router = APIRouter(tags=["speech"])
 AUDIO_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Audio bytes",
-        "content": {"audio/wav": {}, "audio/mpeg": {}, "audio/flac": {}, "audio/pcm": {}},
+        "content": {
+            "audio/wav": {},
+            "audio/mpeg": {},
+            "audio/flac": {},
+            "audio/pcm": {},
+            "text/event-stream": {},
+        },
     },
     # Unknown or foreign uploaded voice / key (404), engine failures (502-504).
     **error_responses(404, 502, 503, 504),
@@ -51,6 +64,11 @@ class OpenAISpeechBody(BaseModel):
     emotion: str | None = Field(None, description="Extension: neutral, happy, sad, angry…")
     tags: list[str] | None = Field(None, description="Extension: tags for TTL rules and purges")
     personalized: bool = Field(False, description="Extension: a line that will not repeat")
+    stream_format: Literal["audio", "sse"] | None = Field(
+        None,
+        description="Stream the audio as it is made: `audio` (raw bytes, chunked) or `sse` "
+        "(server-sent events); absent: the whole file",
+    )
 
 
 class TTSBody(BaseModel):
@@ -67,6 +85,12 @@ class TTSBody(BaseModel):
     tags: list[str] | None = None
     personalized: bool = False
     instructions: str | None = None
+    stream: bool = False
+
+
+class StreamRequested(ValueError):
+    """A body asking for a stream, refused by `request_from_json`: the fast lane answers only
+    whole files and hands anything its builder refuses to the routes."""
 
 
 CacheControlHeader = Annotated[str | None, Header(alias="Cache-Control")]
@@ -133,10 +157,17 @@ def native_request(
 def request_from_json(
     path: str, raw: bytes, settings: Settings, engines: Container[str]
 ) -> SpeechRequest:
-    """Parse a raw speech body as the route at `path` would (for the fast lane)."""
+    """Parse a raw speech body as the route at `path` would (for the fast lane); raises
+    `StreamRequested` for a body asking for a stream."""
     if path == "/tts":
-        return native_request(TTSBody.model_validate_json(raw), settings)
-    return openai_request(OpenAISpeechBody.model_validate_json(raw), settings, engines)
+        native = TTSBody.model_validate_json(raw)
+        if native.stream:
+            raise StreamRequested("streamed responses are served by the route")
+        return native_request(native, settings)
+    body = OpenAISpeechBody.model_validate_json(raw)
+    if body.stream_format is not None:
+        raise StreamRequested("streamed responses are served by the route")
+    return openai_request(body, settings, engines)
 
 
 @router.post("/v1/audio/speech", responses=AUDIO_RESPONSES, response_class=Response)
@@ -150,9 +181,14 @@ async def openai_speech(
     x_cache_tags: TagsHeader = None,
     x_personalized: PersonalizedHeader = None,
 ) -> Response:
-    """OpenAI-compatible speech synthesis, cached."""
+    """OpenAI-compatible speech synthesis, cached; streamed with `stream_format`."""
+    arrived = arrival(http)
     request = openai_request(body, settings, gateway.engines, x_cache_tags, x_personalized)
-    result = await gateway.speak(request, tenant=tenant, control=CacheControl.parse(cache_control))
+    control = CacheControl.parse(cache_control)
+    if body.stream_format is not None:
+        stream = await gateway.speak_stream(request, tenant=tenant, control=control)
+        return streamed_response(http, stream, body.stream_format, arrived)
+    result = await gateway.speak(request, tenant=tenant, control=control)
     return audio_response(http, result, gateway.clock())
 
 
@@ -167,7 +203,12 @@ async def native_tts(
     x_cache_tags: TagsHeader = None,
     x_personalized: PersonalizedHeader = None,
 ) -> Response:
-    """Native speech synthesis, cached."""
+    """Native speech synthesis, cached; streamed (chunked raw audio) with `"stream": true`."""
+    arrived = arrival(http)
     request = native_request(body, settings, x_cache_tags, x_personalized)
-    result = await gateway.speak(request, tenant=tenant, control=CacheControl.parse(cache_control))
+    control = CacheControl.parse(cache_control)
+    if body.stream:
+        stream = await gateway.speak_stream(request, tenant=tenant, control=control)
+        return streamed_response(http, stream, "audio", arrived)
+    result = await gateway.speak(request, tenant=tenant, control=control)
     return audio_response(http, result, gateway.clock())
