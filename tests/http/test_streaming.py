@@ -150,7 +150,10 @@ def test_a_bad_stream_field_is_a_4xx_with_a_detail(
     live: LiveApp, path: str, body: dict[str, Any]
 ) -> None:
     response = live.client.post(path, json=body)
-    assert 400 <= response.status_code < 500 and "stream" in response.json()["detail"]
+    assert 400 <= response.status_code < 500
+    answer = response.json()
+    message = answer["error"]["message"] if path == SPEECH else answer["detail"]
+    assert "stream" in message
 
 
 # -- sharing one engine call -------------------------------------------------------------------
@@ -218,6 +221,7 @@ def test_a_stream_cut_upstream_ends_an_sse_stream_with_an_error_event(
     events = sse_events(response.text)
     assert events[0]["type"] == "speech.audio.delta" and events[-1]["type"] == "error"
     assert "broke off" in events[-1]["error"]["message"]
+    assert events[-1]["error"]["type"] == "server_error"
     assert not any(event["type"] == "speech.audio.done" for event in events)
     assert live.client.post(SPEECH, json=speech(stream=None)).headers["x-cache"] == "MISS"
 

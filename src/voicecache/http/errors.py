@@ -133,6 +133,12 @@ async def send_error(scope: Scope, send: Send, exc: VoicecacheError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class ResponseAborted(Exception):
+    """Raised once a response has started and must not end cleanly (a stream broken
+    upstream): the server drops the connection. Already counted by whoever raises it, and
+    never answered: the response has begun."""
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every error FastAPI sees through `error_response`."""
 
@@ -157,6 +163,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, ResponseAborted):  # expected; Starlette re-raises it to the server
+            return JSONResponse(None, status_code=500)
         log.exception("unexpected error", exc_info=exc)
         count_error(request.scope, "InternalError")
         status, body = error_body(request.scope["path"], 500, "internal error", "InternalError")

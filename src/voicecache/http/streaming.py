@@ -15,7 +15,8 @@ stored file's).
   "audio": "<base64>"}` per chunk, then `data: {"type": "speech.audio.done", "usage":
   {...}}`, as OpenAI sends them. voicecache has no tokenizer: `input_tokens` counts the
   characters of the normalized text and `output_tokens` the audio in 20 ms frames. A break
-  is an event `{"type": "error", "error": {...}}` that ends the stream.
+  is an event `{"type": "error", "error": {...}}` (OpenAI's error object, `errors.py`) that
+  ends the stream.
 
 The time from the request's arrival (stamped by the outermost middleware, else the handler's
 start) to the first audio byte written is `voicecache_first_byte_seconds{result}`.
@@ -35,6 +36,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from voicecache.errors import VoicecacheError
+from voicecache.http.errors import ResponseAborted, count_error, error_body
 from voicecache.http.responses import ARRIVED_SCOPE_KEY, PINNED_MAX_AGE, note_result
 from voicecache.http.state import services_of
 from voicecache.model import SpeechStream
@@ -42,12 +44,6 @@ from voicecache.model import SpeechStream
 StreamKind = Literal["audio", "sse"]
 # OpenAI counts audio output in tokens; without a tokenizer, one per 20 ms frame.
 _FRAMES_PER_SECOND = 50
-
-
-class StreamBroken(Exception):
-    """Raised inside the body iteration to make the server abort a broken stream.
-
-    Not a `VoicecacheError`: no handler may try to answer it, the response has started."""
 
 
 def stream_cache_control(stream: SpeechStream, now: float) -> str:
@@ -122,17 +118,14 @@ class StreamedAudio(Response):
                         first = False
                         metrics.first_byte(stream.status, time.perf_counter() - self.arrived)
         except Exception as exc:
+            name = type(exc).__name__
+            count_error(scope, name)
             if self.kind != "sse":
-                raise StreamBroken(f"stream of {stream.key} broke off") from exc
+                raise ResponseAborted(f"the stream of {stream.key} broke off") from exc
             detail = exc.detail if isinstance(exc, VoicecacheError) else "internal error"
-            error = {"message": detail, "type": "server_error", "code": "stream_broken"}
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": sse_event({"type": "error", "error": error}),
-                    "more_body": False,
-                }
-            )
+            _, error = error_body(scope["path"], 502, detail, name)
+            event = sse_event({"type": "error", **error})
+            await send({"type": "http.response.body", "body": event, "more_body": False})
             return
         if stream.result is not None:
             note_result(scope, stream.result)
