@@ -27,6 +27,7 @@ from voicecache.http.routes import (
     admin,
     audio,
     dashboard,
+    docs,
     health,
     metrics,
     speech,
@@ -58,12 +59,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         version=__version__,
         summary="A caching gateway for text-to-speech.",
         lifespan=lifespan,
+        # Swagger UI is served by the app itself (routes/docs.py): FastAPI's loads it from a
+        # CDN. ReDoc has no offline copy here, so it is off.
+        docs_url=None,
+        redoc_url=None,
         responses=COMMON_ERRORS,  # documents `{"detail": str}` instead of FastAPI's 422 shape
         # FastAPI's built-in OpenTelemetry probes the tracer/meter providers on every request,
         # ahead of the fast lane; voicecache exports its own Prometheus metrics instead.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    for router in (speech, system, health, voices, audio, metrics, admin, dashboard):
+    for router in (speech, system, health, voices, audio, metrics, admin, dashboard, docs):
         app.include_router(router.router)
     _document_openai_errors(app)
     install_error_handlers(app)
