@@ -77,6 +77,44 @@ def test_normalization_is_idempotent(text: str, mode: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "spoken"),
+    [
+        ("Thanks 🎉🎉!", "Thanks!"),
+        ("GG 👍 well played", "GG well played"),
+        ("Hi👋 there", "Hi there"),
+        ("🔥🔥 Let's go", "Let's go"),
+        ("谢谢你的礼物🎁！", "谢谢你的礼物!"),
+        ("你好🎉朋友", "你好朋友"),
+        ("👍🏽 skin tones, 👨‍👩‍👧 families", "skin tones, families"),
+        ("🇫🇷 flags, 🏴󠁧󠁢󠁳󠁣󠁴󠁿 tags", "flags, tags"),
+        ("#️⃣1️⃣ keycaps", "#1 keycaps"),
+        ("★ ✓ ❤️ ☀ dingbats", "dingbats"),
+        ("© 2024 A → B", "© 2024 A → B"),  # text symbols are not pictographs
+        ("Ⓜ line", "M line"),  # NFKC makes letters of enclosed letters first
+    ],
+)
+def test_standard_drops_pictographs(text: str, spoken: str) -> None:
+    assert normalize_text(text) == spoken
+    assert normalize_text(text, "exact") == text
+
+
+def test_an_emoji_only_line_is_empty() -> None:
+    with pytest.raises(InvalidRequest, match="empty"):
+        SpeechRequest.create(text="🎉🎉🎉", voice="en")
+
+
+_EMOJI_AND_FRIENDS = st.sampled_from(
+    [*"🎉👍🏽\u200d❤\ufe0f\u20e3🇫🇷\U000e0067 !.e\u0301你好", "\u3000", "\t"]
+)
+
+
+@given(st.lists(_EMOJI_AND_FRIENDS, max_size=40).map("".join), st.sampled_from(["standard"]))
+def test_dropping_pictographs_is_idempotent(text: str, mode: str) -> None:
+    once = normalize_text(text, mode)  # type: ignore[arg-type]
+    assert normalize_text(once, mode) == once  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"text": ""}, "empty"),

@@ -3,22 +3,25 @@ and against a live server; and the script reader behind `warm`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import LiveApp
+from voicecache.bootstrap import open_services
 from voicecache.cli.main import app
 from voicecache.cli.ops import money
 from voicecache.errors import ScriptError
+from voicecache.model import Entry
 from voicecache.settings import Settings
 from voicecache.warmup.script import read_script
 
@@ -240,3 +243,59 @@ def test_local_stats_and_inspect(tmp_path: Path) -> None:
     assert absent.returncode == 1 and "nothing stored" in absent.stdout
     assert run_cli("inspect", "xyz", data_dir=data).returncode == 2
     assert run_cli("inspect", data_dir=data).returncode == 2
+
+
+def test_inspect_takes_a_unique_key_prefix(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    said = run_cli(
+        "say", "Prefix me", "--voice", "en", "-o", str(tmp_path / "a.wav"), data_dir=data
+    )
+    key = said.stdout.split()[1]
+    by_prefix = json.loads(run_cli("inspect", key[:6], "--json", data_dir=data).stdout)
+    assert by_prefix["key"] == key and by_prefix["stored"]
+    assert by_prefix["normalized_text"] == "Prefix me"
+
+    # Another stored key with the same first six characters: six no longer name one key.
+    twin = key[:6] + ("1" if key[6] == "0" else "0") + "0" * 57
+
+    async def plant() -> None:
+        async with open_services(Settings(data_dir=data)) as services:
+            disk = next(t for t in services.gateway.cache.tiers if t.name == "disk")
+            entry = await disk.get(f"{key}.flac")
+            assert entry is not None
+            await disk.set(f"{twin}.flac", Entry(entry.data, replace(entry.meta, key=twin)))
+
+    asyncio.run(plant())
+    ambiguous = run_cli("inspect", key[:6], data_dir=data)
+    assert ambiguous.returncode == 2
+    assert ambiguous.stderr.count("\n") == 1 and "ambiguous" in ambiguous.stderr
+    assert key in ambiguous.stderr and twin in ambiguous.stderr
+    assert json.loads(run_cli("inspect", key[:7], "--json", data_dir=data).stdout)["key"] == key
+    unknown_prefix = next(
+        p for p in ("0000", "1111") if not key.startswith(p) and not twin.startswith(p)
+    )
+    unknown = run_cli("inspect", unknown_prefix, data_dir=data)
+    assert unknown.returncode == 1
+    assert unknown.stderr == f"error: nothing stored under a key starting with {unknown_prefix}\n"
+    too_short = run_cli("inspect", key[:3], data_dir=data)
+    assert too_short.returncode == 2 and "at least 4" in too_short.stderr
+
+
+def test_stats_against_a_keyed_server_says_how_to_pass_a_key(
+    serve: Callable[..., LiveApp], settings: Settings, tmp_path: Path
+) -> None:
+    from voicecache.security.auth import KeyStore
+
+    admin, _ = KeyStore(settings.keys_path).add("ops", ["admin"])
+    speaker, _ = KeyStore(settings.keys_path).add("app", ["speak"])
+    live = serve(settings)
+    anonymous = run_cli("stats", "--url", live.url, data_dir=tmp_path)
+    assert anonymous.returncode == 1
+    assert anonymous.stderr == (
+        f"error: {live.url} answered /dashboard/data with HTTP 401: pass a key with --api-key "
+        "or VOICECACHE_API_KEY\n"
+    )
+    weak = run_cli("stats", "--url", live.url, "--api-key", speaker, data_dir=tmp_path)
+    assert weak.returncode == 1 and "HTTP 403: the key lacks the admin scope" in weak.stderr
+    shown = run_cli("stats", "--url", live.url, data_dir=tmp_path, VOICECACHE_API_KEY=admin)
+    assert shown.returncode == 0 and "hit ratio" in shown.stdout

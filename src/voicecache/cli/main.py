@@ -1,8 +1,9 @@
 """The `voicecache` command: one Typer app with every command registered here.
 
-Commands live in one module per group (`serve`, `speech`, `ops`, `purge`, `keys`, `doctor`) and
-know nothing of this app, so nothing imports in a circle. They are thin: parse arguments,
-load settings once, and call the composition root (`bootstrap.py`) or a running server.
+Commands live in one module per group (`serve`, `speech`, `ops`, `inspection`, `purge`,
+`keys`, `doctor`) and know nothing of this app, so nothing imports in a circle. They are thin:
+parse arguments, load settings once, and call the composition root (`bootstrap.py`) or a
+running server.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 
 import typer
 
-from voicecache.cli import doctor, keys, ops, purge, serve, speech
+from voicecache.cli import doctor, inspection, keys, ops, purge, serve, speech
 
 app = typer.Typer(
     name="voicecache",
@@ -25,7 +26,7 @@ app.command()(speech.say)
 app.command()(speech.key)
 app.command()(ops.warm)
 app.command()(ops.stats)
-app.command()(ops.inspect)
+app.command()(inspection.inspect)
 app.command("purge")(purge.purge_command)
 app.command()(doctor.doctor)
 app.add_typer(keys.keys_app, name="keys")
