@@ -54,10 +54,27 @@ T = TypeVar("T")
 
 MIN_SPEED = 0.25
 MAX_SPEED = 4.0
-VOICE_PATTERN = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
-EMOTION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-TAG_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# `\Z`, not `$`: `$` also matches before a trailing newline ("en\n").
+VOICE_PATTERN = re.compile(r"^[A-Za-z0-9_.+-]{1,64}\Z")
+EMOTION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")
+TAG_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 MAX_TAGS = 16
+# Raw text may be longer than the limit (normalization collapses white space), but not
+# without bound: normalizing is work done before the limit can be checked.
+RAW_TEXT_SLACK = 16
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_text(name: str, value: str) -> None:
+    """Refuse strings that are not Unicode text: a lone surrogate (JSON's `\\ud800`, or an
+    undecodable byte on the command line) cannot be encoded, hashed or spoken."""
+    found = _SURROGATE.search(value)
+    if found is not None:
+        raise InvalidRequest(
+            f"{name} contains a lone surrogate (U+{ord(found.group()):04X} at position "
+            f"{found.start()}), which is not text",
+            name,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +114,26 @@ class SpeechRequest:
         """Validate and normalize; raises `InvalidRequest` with a readable detail."""
         if not isinstance(text, str):
             raise InvalidRequest("text must be a string", "text")
-        if len(text) > max_text_chars:
+        if len(text) > max_text_chars * RAW_TEXT_SLACK:
             raise InvalidRequest(
                 f"text is {len(text)} characters; the limit is {max_text_chars}", "text"
             )
+        _check_text("text", text)
+        # The limit applies to what the engine would speak: NFKC can expand a character up
+        # to 18 times (U+FDFA), so the raw length says little.
         normalized = normalize_text(text, normalization)
+        if len(normalized) > max_text_chars:
+            raise InvalidRequest(
+                f"text is {len(normalized)} characters after normalization; the limit is "
+                f"{max_text_chars}",
+                "text",
+            )
         if not normalized.strip():
             raise InvalidRequest("text is empty", "text")
+        if instructions is not None:
+            if not isinstance(instructions, str):
+                raise InvalidRequest("instructions must be a string", "instructions")
+            _check_text("instructions", instructions)
         if not isinstance(voice, str) or not VOICE_PATTERN.match(voice):
             raise InvalidRequest(
                 "voice must be 1-64 characters of letters, digits, '_', '.', '+' or '-'", "voice"
