@@ -13,22 +13,29 @@ case itself:
 
 Everything else, including every error, goes on to the app unchanged (the request body is
 replayed), so the fast lane can only ever return what the slow path would have returned for a
-hit. For speech requests, the cache key of each distinct request body is remembered, so a
-repeated body costs one dict lookup instead of JSON parsing, normalization and hashing; only
-built-in voices are remembered, because an uploaded voice's version can change under the same
-body.
+hit. It takes only requests the routes would accept: `Content-Type: application/json` (the
+exact spellings in `_JSON_TYPES`; anything else the route may or may not take is left to it),
+an `X-Cache-Tags` header validated together with the body's tags exactly as the route does,
+and whole-path matches (`fullmatch`: `$` would let a trailing newline through).
+
+For speech requests, the cache key of each distinct request body is remembered, so a repeated
+body costs one digest and one dict lookup instead of JSON parsing, normalization and hashing.
+The memo is keyed by the body's SHA-256 (never the body itself), bounded by entries and by
+bytes (`memo_max_bytes`), and skips bodies over `MEMO_MAX_BODY` bytes; only built-in voices
+are remembered, because an uploaded voice's version can change under the same body.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from voicecache.bounded import BoundedDict, sizeof_str
 from voicecache.cache.service import Gateway
 from voicecache.errors import VoicecacheError
 from voicecache.http.responses import cache_headers, note_result
@@ -36,24 +43,49 @@ from voicecache.http.state import services_of
 from voicecache.model import SpeechRequest, SpeechResult
 from voicecache.settings import Settings
 
-_AUDIO_PATH = re.compile(r"^/v1/audio/([0-9a-f]{64})\.(wav|flac|mp3|opus|pcm)$")
+_AUDIO_PATH = re.compile(r"/v1/audio/([0-9a-f]{64})\.(wav|flac|mp3|opus|pcm)")  # fullmatch
 _SPEECH_PATHS = frozenset({"/tts", "/v1/audio/speech"})
 # Requests the slow path must see: conditional, partial, or asking to bypass the cache.
 _SLOW_HEADERS = frozenset({b"range", b"if-none-match", b"if-match", b"if-modified-since"})
-_MEMO_SIZE = 50_000
+# Content types the routes certainly parse as JSON (lower-cased). The routes take any
+# `application/*+json` too; those few go the slow way, which answers them the same.
+_JSON_TYPES = frozenset(
+    {b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8"}
+)
 
-# (path, raw JSON body, settings, engine names) → SpeechRequest; raises on bad input.
-RequestBuilder = Callable[[str, bytes, Any, Any], SpeechRequest]
+# (path, raw JSON body, settings, engine names, X-Cache-Tags) → SpeechRequest; raises on
+# bad input exactly where the route would.
+RequestBuilder = Callable[[str, bytes, Any, Any, str | None], SpeechRequest]
 
 
 class FastLane:
     """ASGI middleware in front of the voicecache app; see the module docstring."""
 
+    MEMO_MAX_BODY = 4096  # bigger bodies are answered but never remembered
+    MEMO_MAX_ENTRIES = 50_000
+    # One entry: a 32-byte digest, the storage id (64 hex + format) and a shared engine name.
+    MEMO_ENTRY_BYTES = 400
+    memo_max_bytes = 8 * 1024 * 1024
+
     def __init__(self, app: ASGIApp, build_request: RequestBuilder | None = None) -> None:
         self.app = app
         self.build_request = build_request
-        # request body → (storage id, engine name), for built-in voices only.
-        self._memo: OrderedDict[tuple[str, bytes], tuple[str, str]] = OrderedDict()
+        # SHA-256 of path and body → (storage id, engine name), for built-in voices only.
+        self._memo: BoundedDict[bytes, tuple[str, str]] = BoundedDict(
+            self.MEMO_MAX_ENTRIES, self.memo_max_bytes, _memo_entry_size
+        )
+        self.answered = 0  # hits answered here (for tests and benchmarks)
+
+    @property
+    def memo_entries(self) -> int:
+        return len(self._memo)
+
+    @property
+    def memo_bytes(self) -> int:
+        return self._memo.bytes
+
+    def memo_keys(self) -> list[bytes]:
+        return list(self._memo)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,7 +94,7 @@ class FastLane:
         method = scope["method"]
         path = scope["path"]
         if method == "GET":
-            match = _AUDIO_PATH.match(path)
+            match = _AUDIO_PATH.fullmatch(path)
             if match is None or not self._plain(scope):
                 await self.app(scope, receive, send)
                 return
@@ -79,7 +111,11 @@ class FastLane:
             await self._respond(send, result, gateway.clock())
             gateway.observer.request_done(result, result.meta.engine, time.perf_counter() - started)
             return
-        if method != "POST" or path not in _SPEECH_PATHS or not self._plain(scope):
+        if method != "POST" or path not in _SPEECH_PATHS:
+            await self.app(scope, receive, send)
+            return
+        accepted, tags = _speech_headers(scope)
+        if not accepted:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -90,17 +126,24 @@ class FastLane:
             await self.app(scope, replay, send)
             return
         gateway = services.gateway
-        resolved = self._memo.get((path, body))
+        # A tags header is validated together with the body's tags: no memo for those.
+        memo_key = None
+        if tags is None and len(body) <= self.MEMO_MAX_BODY:
+            memo_key = hashlib.sha256(body).digest() + (b"t" if path == "/tts" else b"o")
+        resolved = None if memo_key is None else self._memo.get(memo_key)
         if resolved is None:
             # The caller's tenant (set by the security middleware): it decides which uploaded
             # voices exist for this request, exactly as on the slow path.
             tenant = scope.get("state", {}).get("tenant")
-            resolved = await self._resolve(path, body, services.settings, gateway, tenant)
+            resolved = await self._resolve(
+                path, body, tags, services.settings, gateway, tenant, memo_key
+            )
         if resolved is not None:
             result = gateway.memory_hit(resolved[0])
             if result is not None:
                 note_result(scope, result)
                 await self._respond(send, result, gateway.clock())
+                self.answered += 1
                 gateway.observer.request_done(result, resolved[1], time.perf_counter() - started)
                 return
         await self.app(scope, replay, send)
@@ -115,21 +158,26 @@ class FastLane:
         return True
 
     async def _resolve(
-        self, path: str, body: bytes, settings: Settings, gateway: Gateway, tenant: str | None
+        self,
+        path: str,
+        body: bytes,
+        tags: str | None,
+        settings: Settings,
+        gateway: Gateway,
+        tenant: str | None,
+        memo_key: bytes | None,
     ) -> tuple[str, str] | None:
         """The storage id for a speech request body, or None when the slow path must decide."""
         if self.build_request is None:
             return None
         try:
-            request = self.build_request(path, body, settings, gateway.engines)
+            request = self.build_request(path, body, settings, gateway.engines, tags)
             plan = await gateway.plan(request, tenant)
         except (VoicecacheError, ValueError):
             return None  # the slow path produces the proper error response
         resolved = (plan.key.variant_id(request.format), plan.engine.name)
-        if plan.voice.version == "builtin" and plan.voice.tenant is None:
-            self._memo[(path, body)] = resolved
-            if len(self._memo) > _MEMO_SIZE:
-                self._memo.popitem(last=False)
+        if memo_key is not None and plan.voice.version == "builtin" and plan.voice.tenant is None:
+            self._memo[memo_key] = resolved
         return resolved
 
     @staticmethod
@@ -138,6 +186,30 @@ class FastLane:
         headers.append((b"content-length", str(len(result.data)).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": result.data})
+
+
+def _memo_entry_size(key: bytes, value: tuple[str, str]) -> int:
+    # The engine name is one shared object; the tuple and the storage id are per entry.
+    return len(key) + 33 + sizeof_str(value[0]) + 56
+
+
+def _speech_headers(scope: Scope) -> tuple[bool, str | None]:
+    """Whether the route would certainly parse this request's body as JSON and nothing in its
+    headers sends it the slow way; and its `X-Cache-Tags` value, if any."""
+    json_body = False
+    tags: str | None = None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            if json_body or value.lower() not in _JSON_TYPES:
+                return False, None  # another type, or two of them: the route decides
+            json_body = True
+        elif name == b"x-cache-tags":
+            if tags is not None:
+                return False, None
+            tags = value.decode("latin-1")
+        elif name in _SLOW_HEADERS or (name == b"cache-control" and b"no-cache" in value.lower()):
+            return False, None
+    return json_body, tags
 
 
 async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:

@@ -155,19 +155,23 @@ def native_request(
 
 
 def request_from_json(
-    path: str, raw: bytes, settings: Settings, engines: Container[str]
+    path: str,
+    raw: bytes,
+    settings: Settings,
+    engines: Container[str],
+    tags_header: str | None = None,
 ) -> SpeechRequest:
-    """Parse a raw speech body as the route at `path` would (for the fast lane); raises
-    `StreamRequested` for a body asking for a stream."""
+    """Parse a raw speech body (and an `X-Cache-Tags` header) as the route at `path` would
+    (for the fast lane); raises `StreamRequested` for a body asking for a stream."""
     if path == "/tts":
         native = TTSBody.model_validate_json(raw)
         if native.stream:
             raise StreamRequested("streamed responses are served by the route")
-        return native_request(native, settings)
+        return native_request(native, settings, tags_header)
     body = OpenAISpeechBody.model_validate_json(raw)
     if body.stream_format is not None:
         raise StreamRequested("streamed responses are served by the route")
-    return openai_request(body, settings, engines)
+    return openai_request(body, settings, engines, tags_header)
 
 
 @router.post("/v1/audio/speech", responses=AUDIO_RESPONSES, response_class=Response)
