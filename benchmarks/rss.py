@@ -6,7 +6,8 @@ small so that the budget fills within the first seconds) serves closed-loop clie
 hits on a hot catalog, never-seen lines (misses: synthesize, encode, store) and new formats of
 cached lines (transcodes). RSS is read from ``/proc/<pid>/status`` twice a second. The first
 third of the run is warm-up; after it, RSS should stay flat: the slope is fitted by least
-squares.
+squares, after warm-up and over the last five minutes (the plateau test of issue #12: at most
+``PLATEAU_MIB_PER_MIN`` over the last 5 minutes of a 15-minute run, ``--seconds 900``).
 
 Usage: ``python -m benchmarks.rss [--quick] [--seconds N] [--out FILE.json]``
 """
@@ -32,6 +33,8 @@ from benchmarks import _harness as h
 from benchmarks.workload import FIXED_EN, FIXED_ZH
 
 MiB = 1024 * 1024
+PLATEAU_WINDOW = 300.0  # seconds: the last five minutes
+PLATEAU_MIB_PER_MIN = 0.3
 
 
 @dataclass(frozen=True)
@@ -119,9 +122,11 @@ def run(quick: bool = False, params: Params | None = None) -> dict[str, Any]:
         stop.set()
         gateway.stop()
     warm = [(t, r) for t, r in samples if t >= p.seconds / 3]
-    times = np.array([t for t, _ in warm])
     values = np.array([r for _, r in warm], dtype=np.float64)
-    slope = float(np.polyfit(times, values, 1)[0]) if len(warm) >= 2 else float("nan")
+    slope = _slope(warm)
+    # The last five minutes (or the part after warm-up, in a shorter run).
+    last = [(t, r) for t, r in samples if t >= max(p.seconds / 3, p.seconds - PLATEAU_WINDOW)]
+    last_slope = _slope(last)
     counts = result.get("counts", {})
     out = {
         "params": p.__dict__,
@@ -132,14 +137,29 @@ def run(quick: bool = False, params: Params | None = None) -> dict[str, Any]:
         "max_rss_after_warm": int(values.max()) if len(values) else None,
         "final_rss": final,
         "slope_mib_per_min": slope * 60 / MiB,
+        "last_window_seconds": round(last[-1][0] - last[0][0], 1) if last else 0.0,
+        "slope_last_5min_mib_per_min": last_slope * 60 / MiB,
+        "plateau": bool(abs(last_slope * 60 / MiB) <= PLATEAU_MIB_PER_MIN),
         "samples": [(round(t, 2), r) for t, r in samples],
     }
     h.log(
         f"rss: {out['requests']:,} requests, max after warm-up "
         f"{(out['max_rss_after_warm'] or 0) / MiB:.0f} MiB, "
-        f"slope {out['slope_mib_per_min']:.2f} MiB/min"
+        f"slope {out['slope_mib_per_min']:.2f} MiB/min after warm-up, "
+        f"{out['slope_last_5min_mib_per_min']:.2f} MiB/min over the last "
+        f"{out['last_window_seconds']:.0f} s (plateau: ≤ {PLATEAU_MIB_PER_MIN} MiB/min: "
+        f"{'yes' if out['plateau'] else 'NO'})"
     )
     return out
+
+
+def _slope(samples: Sequence[tuple[float, int]]) -> float:
+    """Least-squares slope of RSS over time, in bytes per second."""
+    if len(samples) < 2:
+        return float("nan")
+    times = np.array([t for t, _ in samples])
+    values = np.array([r for _, r in samples], dtype=np.float64)
+    return float(np.polyfit(times, values, 1)[0])
 
 
 def render_markdown(result: dict[str, Any]) -> str:
@@ -164,6 +184,12 @@ def render_markdown(result: dict[str, Any]) -> str:
         ["max RSS after warm-up", mib(result["max_rss_after_warm"])],
         ["RSS at the end", mib(result["final_rss"])],
         ["RSS slope after warm-up (least squares)", f"{result['slope_mib_per_min']:+.2f} MiB/min"],
+        [
+            f"RSS slope over the last {result['last_window_seconds']:.0f} s "
+            f"(plateau: ≤ {PLATEAU_MIB_PER_MIN} MiB/min)",
+            f"{result['slope_last_5min_mib_per_min']:+.2f} MiB/min "
+            f"({'plateau' if result['plateau'] else 'still rising'})",
+        ],
         ["≈ RSS growth per never-seen line after warm-up", _per_miss(result)],
     ]
     note = (

@@ -58,6 +58,7 @@ MAX_SPEED = 4.0
 VOICE_PATTERN = re.compile(r"^[A-Za-z0-9_.+-]{1,64}\Z")
 EMOTION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
+ENGINE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 MAX_TAGS = 16
 # Raw text may be longer than the limit (normalization collapses white space), but not
 # without bound: normalizing is work done before the limit can be checked.
@@ -149,6 +150,8 @@ class SpeechRequest:
         fmt = (format or "wav").lower()
         if fmt not in FORMATS:
             raise InvalidRequest(f"format must be one of: {', '.join(FORMATS)}", "format")
+        if engine and (not isinstance(engine, str) or not ENGINE_PATTERN.match(engine)):
+            raise InvalidRequest("engine must be 1-64 letters, digits, '_', '.' or '-'", "engine")
         return cls(
             text=normalized,
             voice=voice,

@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, field_validator
 
+from voicecache.bounded import BoundedDict, sizeof_str
 from voicecache.model import EntryMeta, SpeechRequest
 from voicecache.units import parse_duration
 
@@ -116,6 +117,7 @@ class Policy:
         popularity_factor: float = 1.0,
         clock: Callable[[], float] = time.time,
         max_tracked: int = 100_000,
+        max_tracked_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self.default_ttl = default_ttl
         self.grace = grace
@@ -127,8 +129,15 @@ class Policy:
         self.popularity_hits = popularity_hits if popularity_factor > 1.0 else 0
         self.popularity_factor = max(1.0, popularity_factor)
         self.clock = clock
-        self._hits: dict[str, tuple[float, int]] = {}
-        self._max_tracked = max_tracked
+        # Hit counts per entry, bounded by entries and bytes (the oldest counts go first).
+        self._hits: BoundedDict[str, tuple[float, int]] = BoundedDict(
+            max_tracked, max_tracked_bytes, _count_size
+        )
+
+    @property
+    def tracked(self) -> tuple[int, int]:
+        """Entries whose hits are counted now, and the bytes their counts take."""
+        return len(self._hits), self._hits.bytes
 
     def resolve(self, request: SpeechRequest, engine: str, control: CacheControl) -> EntryPolicy:
         """The lifetime for audio made for `request` by `engine`."""
@@ -188,9 +197,6 @@ class Policy:
                     return None
                 popular = True
             else:
-                if len(self._hits) >= self._max_tracked:
-                    # Crude aging: forget everyone's counts rather than grow without bound.
-                    self._hits.clear()
                 self._hits[entry_id] = (meta.created, hits)
                 popular = hits == self.popularity_hits
         if not meta.sliding and not popular:
@@ -220,3 +226,7 @@ class Policy:
         if target - meta.expires_at < max(1.0, meta.ttl * 0.05):
             return None
         return meta.with_expiry(target, self.grace)
+
+
+def _count_size(entry_id: str, count: tuple[float, int]) -> int:
+    return sizeof_str(entry_id) + 56 + 24 + 28  # the id, the tuple, its float and int

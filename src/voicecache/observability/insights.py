@@ -2,9 +2,9 @@
 
 - hit ratio over time: one bucket of counts per `interval` seconds, the last `history` kept;
 - latency percentiles of hits and misses: the last `window` latencies of each;
-- lines: per cache key, how often it was asked for and hit, capped at `max_lines` keys (the
-  oldest key is forgotten first), which gives the most repeated lines and the inefficient
-  ones (stored, never hit again).
+- lines: per cache key, how often it was asked for and hit, capped at `max_lines` keys and
+  `max_bytes` (texts can be long; the oldest key is forgotten first), which gives the most
+  repeated lines and the inefficient ones (stored, never hit again).
 
 `record` runs on every request, hits included, so it does a few dict and deque operations
 and nothing else; everything costly happens in `snapshot`, when the dashboard asks.
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from voicecache.bounded import BoundedDict, sizeof_str
 from voicecache.model import SpeechResult
 
 # Result statuses as the metrics spell them (lower case), in bucket order.
@@ -29,6 +30,7 @@ class _Line:
     """Counters for one cache key."""
 
     __slots__ = ("bytes", "engine", "hits", "requests", "stored", "tags", "text", "voice")
+    SIZE = 200  # the object with its 8 slots and its int counters, rounded up
 
     def __init__(self, result: SpeechResult) -> None:
         meta = result.meta
@@ -40,6 +42,11 @@ class _Line:
         self.stored = result.status == "MISS" and result.stored
         self.requests = 0
         self.hits = 0
+
+
+def _line_size(key: str, line: _Line) -> int:
+    # The texts and the key are per line; voice, engine and tag strings are mostly shared.
+    return sizeof_str(key) + sizeof_str(line.text) + _Line.SIZE + 8 * len(line.tags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,7 @@ class Insights:
         history: int = 240,
         window: int = 2048,
         max_lines: int = 10_000,
+        max_bytes: int = 4 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.interval = interval
@@ -85,7 +93,7 @@ class Insights:
         self._current: list[float] | None = None
         self._hit_latency: deque[float] = deque(maxlen=window)
         self._miss_latency: deque[float] = deque(maxlen=window)
-        self._lines: dict[str, _Line] = {}
+        self._lines: BoundedDict[str, _Line] = BoundedDict(max_lines, max_bytes, _line_size)
 
     def _count(self, index: int) -> None:
         now = self.clock()
@@ -106,12 +114,16 @@ class Insights:
             self._hit_latency.append(seconds)
         line = self._lines.get(result.key)
         if line is None:
-            if len(self._lines) >= self.max_lines:
-                del self._lines[next(iter(self._lines))]
-            line = self._lines[result.key] = _Line(result)
+            line = _Line(result)
+            self._lines[result.key] = line
         line.requests += 1
         if status != "MISS":
             line.hits += 1
+
+    @property
+    def tracked_bytes(self) -> int:
+        """What the per-line counters take, as counted against `max_bytes`."""
+        return self._lines.bytes
 
     def record_error(self) -> None:
         """One failed request."""

@@ -41,9 +41,9 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -217,6 +217,21 @@ class _Histogram:
         family.add_metric(labels, buckets, self.total)
 
 
+# Label sets per metric family: past this many, new ones are counted under `other`, so no
+# stream of requests can grow the families (label values are bounded names: statuses, tier
+# names, engine names of at most 64 characters).
+MAX_LABEL_SETS = 200
+
+L = TypeVar("L")
+
+
+def _bounded_labels(family: Mapping[L, object], labels: L, overflow: L) -> L:
+    """`labels`, or `overflow` when `family` has no room for another label set."""
+    if labels in family or len(family) < MAX_LABEL_SETS:
+        return labels
+    return overflow
+
+
 class Metrics(Collector):
     """The gateway's observer: request, engine and cost counters for Prometheus (it is its
     own collector) plus the dashboard's `Insights`."""
@@ -245,10 +260,13 @@ class Metrics(Collector):
         status = result.status.lower()
         key = (status, result.tier or "none", engine)
         requests = self.requests
+        if key not in requests:
+            key = _bounded_labels(requests, key, (status, "other", "other"))
         requests[key] = requests.get(key, 0) + 1
         histogram = self.request_seconds.get(status)
         if histogram is None:  # a status this module does not know yet: count it anyway
-            histogram = self.request_seconds[status] = _Histogram(_LATENCY_BUCKETS)
+            status = _bounded_labels(self.request_seconds, status, "other")
+            histogram = self.request_seconds.setdefault(status, _Histogram(_LATENCY_BUCKETS))
         histogram.observe(seconds)
         if status != "miss":
             characters = len(result.meta.text)
@@ -257,13 +275,15 @@ class Metrics(Collector):
         self.insights.record(result, seconds)
 
     def request_failed(self, error: Exception, engine: str, seconds: float) -> None:
-        key = ("error", "none", engine)
+        # `engine` may be a name the client sent that no engine has: bounded like any label.
+        key = _bounded_labels(self.requests, ("error", "none", engine), ("error", "none", "other"))
         self.requests[key] = self.requests.get(key, 0) + 1
         self.request_seconds["error"].observe(seconds)
         self.insights.record_error()
 
     def error_answered(self, name: str) -> None:
         """The API answered an error of class `name` (HTTP 4xx/5xx, from any layer)."""
+        name = _bounded_labels(self.errors, name, "other")
         self.errors[name] = self.errors.get(name, 0) + 1
 
     def first_byte(self, result: str, seconds: float) -> None:
@@ -276,11 +296,12 @@ class Metrics(Collector):
         histogram.observe(seconds)
 
     def engine_call(self, engine: str, outcome: str, seconds: float, characters: int) -> None:
-        key = (engine, outcome)
+        key = _bounded_labels(self.engine_calls, (engine, outcome), ("other", outcome))
         self.engine_calls[key] = self.engine_calls.get(key, 0) + 1
         histogram = self.engine_seconds.get(engine)
         if histogram is None:
-            histogram = self.engine_seconds[engine] = _Histogram(_ENGINE_BUCKETS)
+            engine = _bounded_labels(self.engine_seconds, engine, "other")
+            histogram = self.engine_seconds.setdefault(engine, _Histogram(_ENGINE_BUCKETS))
         histogram.observe(seconds)
         if outcome == "ok":
             self.characters["engine"] += characters

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from voicecache.bounded import ENTRY_OVERHEAD, BoundedDict
 from voicecache.errors import ConfigError, Forbidden, KeysUnavailable, Unauthorized
 from voicecache.fileio import atomic_write
 
@@ -302,7 +303,10 @@ class Authenticator:
     get in, so callers cannot grow it.
     """
 
-    ENTRY_BYTES = 256  # upper bound of one remembered key: digest, dict slot, principal
+    # One remembered key: a 32-byte digest as bytes (65) and a principal (72; its tenant
+    # string and scope set are mostly shared), plus what the BoundedDict spends per entry.
+    _ENTRY_OBJECTS = 65 + 72
+    ENTRY_BYTES = _ENTRY_OBJECTS + ENTRY_OVERHEAD
 
     def __init__(
         self,
@@ -316,7 +320,11 @@ class Authenticator:
         self.allow_anonymous = allow_anonymous
         self.public = public
         self.max_remembered = max_remembered
-        self._principals: dict[bytes, Principal] = {}
+        self._principals: BoundedDict[bytes, Principal] = BoundedDict(
+            max_remembered,
+            max_remembered * self.ENTRY_BYTES,
+            lambda _digest, _principal: self._ENTRY_OBJECTS,
+        )
         self._generation = -1
 
     @property
@@ -326,8 +334,8 @@ class Authenticator:
 
     @property
     def remembered_bytes(self) -> int:
-        """An upper bound of the memory the remembered keys take."""
-        return len(self._principals) * self.ENTRY_BYTES
+        """The memory the remembered keys take, as counted against the bound."""
+        return self._principals.bytes
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal for an `Authorization` header value; `ANONYMOUS` while voicecache is
@@ -371,9 +379,7 @@ class Authenticator:
         if key is None:
             raise Unauthorized("invalid API key")
         principal = Principal(key.id, key.tenant, frozenset(key.scopes))
-        if len(self._principals) >= self.max_remembered:
-            del self._principals[next(iter(self._principals))]  # the oldest goes first
-        self._principals[digest] = principal
+        self._principals[digest] = principal  # the oldest goes first past the bound
         return principal
 
     def authorize(self, principal: Principal, scope: str) -> None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from voicecache.bounded import BoundedDict, sizeof_str
 from voicecache.cluster.rate_counters import SharedCounters
 from voicecache.errors import RateLimited, StorageError
 from voicecache.security.auth import Principal, current_principal
@@ -25,26 +26,46 @@ log = logging.getLogger(__name__)
 
 
 class LocalCounters:
-    """Fixed-window counters in this process."""
+    """Fixed-window counters in this process, one per bucket (key, or client address without
+    keys), bounded by `max_buckets` and `max_bytes`: a flood of new addresses makes the
+    counters that started longest ago go first (a restarted window moves to the end)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_buckets: int = 100_000,
+        max_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
         self.clock = clock
-        self._windows: dict[str, tuple[float, int]] = {}
+        self._windows: BoundedDict[str, tuple[float, int]] = BoundedDict(
+            max_buckets, max_bytes, _bucket_size
+        )
+
+    @property
+    def buckets(self) -> int:
+        return len(self._windows)
+
+    @property
+    def bytes(self) -> int:
+        return self._windows.bytes
 
     def take(self, key: str, cost: int, limit: int, window: float) -> float | None:
         """Count `cost` against `key`; None when admitted, else seconds until it may retry."""
         now = self.clock()
-        started, used = self._windows.get(key, (now, 0))
+        found = self._windows.get(key)
+        started, used = (now, 0) if found is None else found
         if now - started >= window:
             started, used = now, 0
+            self._windows.pop(key)  # a new window: re-inserted below, as the newest
         if used > 0 and used + cost > limit:
             return started + window - now
         self._windows[key] = (started, used + cost)
-        if len(self._windows) > 100_000:  # forget finished windows now and then
-            self._windows = {
-                k: v for k, v in self._windows.items() if now - v[0] < window * 2 or k == key
-            }
         return None
+
+
+def _bucket_size(key: str, value: tuple[float, int]) -> int:
+    return sizeof_str(key) + 64 + 24 + 32  # the key, the tuple, its float and int
 
 
 class RateLimits:
