@@ -1,5 +1,6 @@
-"""The text limit applies to the normalized text, and a lone surrogate is a 422, not a 500
-(issue #12 items 5, 6), on both synthesis routes and in the CLI."""
+"""The text limit applies to the normalized text, and a lone surrogate is refused as bad input
+(422; 400 in OpenAI's shape under /v1/), not a 500 (issue #12 items 5, 6), on both synthesis
+routes and in the CLI."""
 
 from __future__ import annotations
 
@@ -9,27 +10,31 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_cli import run_cli
-from tests.conftest import LiveApp
+from tests.conftest import LiveApp, error_message
 from voicecache.settings import Settings
 
 EXPANDER = "\ufdfa" * 223  # 223 characters; NFKC makes 4,014 of them
 LONE = "hi \ud800 there"
 
 
-def post(live: LiveApp, route: str, text: str, **extra: object) -> tuple[int, dict[str, object]]:
+# Bad input: 422 with `detail` natively, 400 with OpenAI's `error.message` under /v1/.
+INVALID = {"/tts": 422, "/v1/audio/speech": 400}
+
+
+def post(live: LiveApp, route: str, text: str, **extra: object) -> tuple[int, str]:
     field = "text" if route == "/tts" else "input"
     body = json.dumps({field: text, "voice": "en", **extra})  # escapes the surrogate as \ud800
     response = live.client.post(route, content=body, headers={"content-type": "application/json"})
-    return response.status_code, response.json() if response.headers.get(
-        "content-type", ""
-    ).startswith("application/json") else {}
+    if response.status_code < 400:
+        return response.status_code, ""
+    return response.status_code, error_message(response)
 
 
 @pytest.mark.parametrize("route", ["/tts", "/v1/audio/speech"])
 def test_nfkc_expansion_counts_against_the_limit(live: LiveApp, route: str) -> None:
-    status, body = post(live, route, EXPANDER)
-    assert status == 422
-    assert "4014" in str(body["detail"]) and "4000" in str(body["detail"])
+    status, message = post(live, route, EXPANDER)
+    assert status == INVALID[route]
+    assert "4014" in message and "4000" in message
     assert live.engine_calls() == 0
     assert post(live, route, "\ufdfa" * 10)[0] == 200  # 180 characters: fine
 
@@ -37,9 +42,9 @@ def test_nfkc_expansion_counts_against_the_limit(live: LiveApp, route: str) -> N
 @pytest.mark.parametrize("route", ["/tts", "/v1/audio/speech"])
 def test_a_lone_surrogate_is_422(live: LiveApp, route: str) -> None:
     for text, extra in ((LONE, {}), ("fine", {"instructions": "calm \udfff"})):
-        status, body = post(live, route, text, **extra)
-        assert status == 422, body
-        assert "surrogate" in str(body["detail"])
+        status, message = post(live, route, text, **extra)
+        assert status == INVALID[route], message
+        assert "surrogate" in message
     assert live.engine_calls() == 0
 
 
