@@ -17,8 +17,7 @@ classes: their implementations subclass them and inherit default behaviour (`acc
 `key_options`, `touch`, `find`, `aclose`…), which a `typing.Protocol` could only offer through
 a second, parallel base class. The gateway's collaborators are `Protocol`s: their
 implementations live in higher layers (metrics, rate limits, the voice registry, Redis) and
-share no code, so structural typing is all they need. `engines/base.py` and
-`cache/tiers/base.py` re-export the classes defined here.
+share no code, so structural typing is all they need.
 
 This module sits below every other layer: it imports only `codecs`, `errors` and `keys`.
 """

@@ -5,10 +5,10 @@ configured ones from settings; Redis and S3 are imported only when configured.
 
 from __future__ import annotations
 
-from voicecache.cache.tiers.base import Entry, EntryMeta, Tier, TierStats
 from voicecache.cache.tiers.disk import DiskTier
 from voicecache.cache.tiers.memory import MemoryTier
 from voicecache.cache.tiers.tiered import Lookup, TieredCache
+from voicecache.model import Entry, EntryMeta, Tier, TierStats
 
 __all__ = [
     "DiskTier",

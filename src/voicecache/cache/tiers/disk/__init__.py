@@ -28,10 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from voicecache.cache.tiers.base import Entry, EntryMeta, Tier, TierStats
 from voicecache.cache.tiers.disk import query
 from voicecache.cache.tiers.disk.maintenance import DiskMaintenance, Maintainer
 from voicecache.cache.tiers.disk.store import DiskPolicy, DiskStore, check_id, pinned_budget
+from voicecache.model import Entry, EntryMeta, Tier, TierStats
 
 __all__ = ["DiskMaintenance", "DiskPolicy", "DiskTier", "pinned_budget"]
 

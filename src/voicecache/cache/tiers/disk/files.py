@@ -18,9 +18,9 @@ import os
 import struct
 from pathlib import Path
 
-from voicecache.cache.tiers.base import MAGIC, EntryMeta, checksum, read_header
 from voicecache.errors import StorageError
 from voicecache.fileio import atomic_write
+from voicecache.model import MAGIC, EntryMeta, checksum, read_header
 
 VALUE_SUFFIX = ".val"
 TEMP_PREFIX = ".tmp-"  # what `fileio.atomic_write` names its temporary files

@@ -12,7 +12,7 @@ import json
 from dataclasses import MISSING, fields
 from typing import Any
 
-from voicecache.cache.tiers.base import EntryMeta
+from voicecache.model import EntryMeta
 
 # Header fields the index keeps as columns (searched, or used by eviction and sweeps); the
 # `header` column holds the rest.

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voicecache.cache.tiers.base import EntryMeta
 from voicecache.cache.tiers.disk.headers import META_COLUMNS, meta_from_row, rest_of
+from voicecache.model import EntryMeta
 
 DB_NAME = "index.sqlite3"
 SCHEMA_VERSION = 1

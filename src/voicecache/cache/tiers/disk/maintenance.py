@@ -28,10 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from voicecache.cache.tiers.base import EntryMeta
 from voicecache.cache.tiers.disk import files
 from voicecache.cache.tiers.disk.store import DiskStore, check_id
 from voicecache.errors import StorageError
+from voicecache.model import EntryMeta
 
 log = logging.getLogger(__name__)
 

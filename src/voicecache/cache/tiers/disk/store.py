@@ -26,10 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from voicecache.cache.tiers.base import Entry, EntryMeta
 from voicecache.cache.tiers.disk import files
 from voicecache.cache.tiers.disk.index import Budget, Change, Counters, DiskIndex
 from voicecache.errors import StorageError
+from voicecache.model import Entry, EntryMeta
 
 log = logging.getLogger(__name__)
 
