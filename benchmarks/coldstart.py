@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _harness as h
-from voicecache.cache.tiers.base import MAGIC, EntryMeta, checksum
+from voicecache.model import MAGIC, EntryMeta, checksum
 from voicecache.cache.tiers.disk import files
 from voicecache.cache.tiers.disk.headers import encode_header
 from voicecache.cache.tiers.disk.index import DB_NAME
