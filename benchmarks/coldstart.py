@@ -42,11 +42,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _harness as h
-from voicecache.model import MAGIC, EntryMeta, checksum
 from voicecache.cache.tiers.disk import files
 from voicecache.cache.tiers.disk.headers import encode_header
 from voicecache.cache.tiers.disk.index import DB_NAME
 from voicecache.cache.tiers.disk.store import DiskStore
+from voicecache.model import MAGIC, EntryMeta, checksum
 
 SIZES = (10_000, 100_000, 1_000_000)
 VOICES = 100
