@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from voicecache.cache.invalidation.feed import PurgeFollower, attach
@@ -31,6 +32,7 @@ from voicecache.cluster.redis import RedisHandle
 from voicecache.engines import EngineSpec, build_engines
 from voicecache.errors import ConfigError
 from voicecache.observability.metrics import Metrics
+from voicecache.observability.multiprocess import MultiprocessMetrics
 from voicecache.security.audit import AuditLog
 from voicecache.security.auth import Authenticator, KeyStore
 from voicecache.security.exposure import is_loopback
@@ -67,23 +69,37 @@ class Services:
     redis: RedisHandle | None = None
 
     def start(self) -> None:
-        """Start the sweeper and the purge follower in the running event loop (servers only)."""
+        """Start the sweeper, the purge follower and the metrics publisher (several workers)
+        in the running event loop (servers only)."""
         self.maintenance.start()
+        self.metrics.start(self.gateway)
 
     async def aclose(self) -> None:
+        await self.metrics.aclose()
         await self.maintenance.stop()
         await self.gateway.aclose()
         if self.redis is not None:  # last: the tier, lock, feed and counters share it
             await self.redis.aclose()
 
 
-def build(settings: Settings, *, clock: Clock = time.time) -> Services:
-    """Every part for `settings`, wired together; nothing connects until first use."""
+def build(
+    settings: Settings, *, clock: Clock = time.time, metrics_dir: Path | None = None
+) -> Services:
+    """Every part for `settings`, wired together; nothing connects until first use.
+
+    `metrics_dir`: count in prometheus-client's multiprocess files there, shared with the
+    other worker processes of one server (`observability/multiprocess.py`)."""
     redis = build_redis(settings)
     cache = TieredCache(build_tiers(settings, redis), clock=clock)
     voices = build_voices(settings, clock)
     rate_limits = build_rate_limits(settings, redis)
-    metrics = Metrics(price_per_million_chars=settings.price_per_million_chars)
+    metrics = (
+        Metrics(price_per_million_chars=settings.price_per_million_chars)
+        if metrics_dir is None
+        else MultiprocessMetrics(
+            metrics_dir, price_per_million_chars=settings.price_per_million_chars
+        )
+    )
     gateway = Gateway(
         engines=build_engines(engine_specs(settings), default=settings.engine),
         default_engine=settings.engine,

@@ -136,6 +136,7 @@ def test_dashboard_in_headless_chromium_matches_metrics(live: LiveApp, tmp_path:
     misses = total("voicecache_requests_total", result="miss")
     errors = total("voicecache_requests_total", result="error")
     from_cache = requests - misses - errors
+    assert values["workers"][0] == "1"  # one process: the totals are its own
     assert float(values["requests"][0]) == requests == 9
     assert float(values["misses"][0]) == misses
     assert float(values["errors"][0]) == errors == 1

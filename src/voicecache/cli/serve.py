@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Annotated
 
 import typer
@@ -38,6 +39,14 @@ def serve(
     )
     if config is not None:
         os.environ["VOICECACHE_CONFIG"] = str(config)
+    if settings.workers > 1:
+        # Every worker counts in files here, so /metrics and the dashboard add them all up
+        # (observability/multiprocess.py). Emptied first: counts start at zero with the
+        # server, and no dead process's files linger.
+        shared = settings.data_dir / "metrics"
+        shutil.rmtree(shared, ignore_errors=True)
+        shared.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared)
     from voicecache.http.middleware.slowclients import HeaderDeadlineProtocol
 
     # Slow clients: headers must arrive within client_timeout (HeaderDeadlineProtocol), bodies

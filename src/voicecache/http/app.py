@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -38,15 +39,21 @@ from voicecache.http.routes.schemas import COMMON_ERRORS, openai_error_schemas
 from voicecache.settings import Settings
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
-    """The voicecache ASGI app for `settings` (or prepared `services`, for tests)."""
+def create_app(
+    settings: Settings | None = None,
+    services: Services | None = None,
+    *,
+    metrics_dir: Path | None = None,
+) -> FastAPI:
+    """The voicecache ASGI app for `settings` (or prepared `services`, for tests);
+    `metrics_dir`: the worker processes' shared metrics directory (see `bootstrap.build`)."""
     settings = settings or (services.settings if services is not None else Settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Built per start, in the serving process: a restarted app keeps only what the
         # persistent tiers hold.
-        running = services or build(settings)
+        running = services or build(settings, metrics_dir=metrics_dir)
         app.state.services = running
         running.start()
         try:

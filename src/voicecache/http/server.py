@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from starlette.types import ASGIApp
 
 from voicecache.errors import ConfigError
@@ -11,13 +14,15 @@ from voicecache.settings import Settings
 
 def app_from_environment() -> ASGIApp:
     """uvicorn factory: every worker process builds its app from the environment (and the
-    TOML file named by `VOICECACHE_CONFIG`)."""
+    TOML file named by `VOICECACHE_CONFIG`); with `PROMETHEUS_MULTIPROC_DIR` set (by
+    `voicecache serve` for several workers) it counts its metrics in the shared files there."""
     from voicecache.http.app import create_app
     from voicecache.http.middleware.slowclients import HeaderDeadlineProtocol
 
     settings = Settings()
     HeaderDeadlineProtocol.header_timeout = settings.client_timeout
-    return create_app(settings)
+    shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return create_app(settings, metrics_dir=Path(shared) if shared else None)
 
 
 def check_bind_is_safe(settings: Settings) -> None:

@@ -3,6 +3,7 @@ internet) that polls `GET /dashboard/data` and draws what the cache saves."""
 
 from __future__ import annotations
 
+import os
 import time
 from functools import cache
 from importlib.resources import files
@@ -12,6 +13,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from voicecache.http.routes.deps import ServicesDep
+from voicecache.observability.state import engine_states, tier_rows
 
 router = APIRouter(tags=["observability"])
 
@@ -29,31 +31,23 @@ async def dashboard() -> HTMLResponse:
 
 @router.get("/dashboard/data")
 async def dashboard_data(services: ServicesDep) -> dict[str, Any]:
-    """Everything the dashboard draws: counters (the same numbers as `/metrics`), hit ratio
-    over time, latency percentiles, tiers, engines, most repeated and never-hit lines."""
+    """Everything the dashboard draws: counters (the same numbers as `/metrics`, summed over
+    every worker process: `workers` says how many are running), hit ratio over time, latency
+    percentiles and the most repeated and never-hit lines (these of the worker that answered,
+    `pid`), tiers and engines."""
     metrics, gateway = services.metrics, services.gateway
     await metrics.refresh(gateway)
-    state = metrics.state
+    state = metrics.current_state()
+    breakers = engine_states(state)
     return {
         "generated_at": time.time(),
+        "workers": metrics.workers,
+        "pid": os.getpid(),
         "totals": metrics.totals(),
         "insights": metrics.insights.snapshot(),
-        "tiers": [
-            {
-                "name": stats.name,
-                "entries": stats.entries,
-                "bytes": stats.bytes,
-                "capacity_bytes": stats.capacity_bytes,
-                "evictions": stats.evictions,
-                "errors": max(stats.errors, state.tier_errors.get(stats.name, 0)),
-            }
-            for stats in state.tiers
-        ],
+        "tiers": tier_rows(state),
         "engines": {
-            name: {
-                "model_version": engine.model_version,
-                "state": state.engine_states.get(name),
-            }
+            name: {"model_version": engine.model_version, **breakers.get(name, {"state": None})}
             for name, engine in gateway.engines.items()
         },
     }
