@@ -97,6 +97,19 @@ def test_policy_density_and_rss_numbers_are_sane(
     assert rss["max_rss_after_warm"] >= rss["idle_rss"] > 0
 
 
+def test_streaming_shares_one_engine_call_per_line(
+    quick_run: tuple[str, dict[str, Any], Path],
+) -> None:
+    result = quick_run[1]["results"]["streaming"]
+    calls = result["stand_in_calls"]
+    assert calls["measured"] == calls["expected"], calls  # the coalesced pair: one call
+    paths = result["openai"]
+    assert paths["streamed miss"]["x_cache"] == ["MISS"]
+    assert paths["coalesced streamed waiter"]["x_cache"] == ["COALESCED"]
+    assert paths["streamed hit (memory)"]["x_cache"] == ["HIT"]
+    assert result["espeak"]["streamed miss"]["x_cache"] == ["MISS"]
+
+
 def test_plots_are_written(quick_run: tuple[str, dict[str, Any], Path]) -> None:
     report, _, directory = quick_run
     pngs = sorted(p.name for p in (directory / "plots").glob("*.png"))
