@@ -167,9 +167,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         gateways.append(openai_gw)
         espeak_gw, espeak_url = h.start_gateway({}, wait=False)
         gateways.append(espeak_gw)
-        fake.wait_http(f"{engine_url}/_fake/stats")
-        openai_gw.wait_http(f"{openai_url}/healthz")
-        espeak_gw.wait_http(f"{espeak_url}/healthz")
+        # Generous: three interpreters start at once on a shared, possibly busy, machine.
+        fake.wait_http(f"{engine_url}/_fake/stats", timeout=120)
+        openai_gw.wait_http(f"{openai_url}/healthz", timeout=120)
+        espeak_gw.wait_http(f"{espeak_url}/healthz", timeout=120)
         controls = {"first_chunk_delay_s": first_chunk, "chunk_interval_s": interval}
         h.http_json(f"{engine_url}/_fake/controls", controls, method="POST")
         h.log(f"streaming: {rounds} round(s) against the stand-in and eSpeak")
