@@ -209,6 +209,10 @@ def _s3(settings: Settings, redis: RedisHandle | None) -> Tier:
         prefix=settings.s3_prefix,
         endpoint_url=settings.s3_endpoint_url,
         region=settings.s3_region,
+        redis=redis,  # the bucket's index, when Redis is configured
+        requests_per_second=settings.s3_sweep_rps,
+        # A sweep without an index reads headers for at most half the interval, then resumes.
+        sweep_budget=max(100, int(settings.s3_sweep_rps * settings.sweep_interval / 2)),
     )
 
 

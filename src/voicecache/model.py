@@ -446,6 +446,13 @@ class Tier(ABC):
         may return ids that have expired or been evicted since; callers tolerate those."""
         return None
 
+    async def delete_matching(self, scope: Any) -> tuple[int, int] | None:
+        """Delete what a purge or sweep scope covers (`cache/tiers/scopes.py`), found through
+        the tier's own index; returns (entries, bytes freed).
+
+        None means "no index answers this here": the caller uses `find` or `scan` instead."""
+        return None
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections, files and threads."""
 

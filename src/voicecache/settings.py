@@ -117,6 +117,7 @@ class Settings(BaseSettings):
     s3_prefix: str = "voicecache"
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
+    s3_sweep_rps: float = Field(default=100.0, gt=0)  # S3 requests per second of a listing pass
     lock_ttl: float = 30.0
     lock_wait: float = 35.0
 

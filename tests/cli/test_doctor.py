@@ -26,7 +26,7 @@ def doctor(tmp_path: Path, **env: str) -> tuple[int, str]:
 
 @pytest.fixture
 def bounded_redis() -> Iterator[RedisServer]:
-    with RedisServer(maxmemory="64mb", policy="allkeys-lru") as server:
+    with RedisServer(maxmemory="64mb", policy="volatile-lfu") as server:
         yield server
 
 
@@ -34,15 +34,23 @@ def bounded_redis() -> Iterator[RedisServer]:
 def test_unbounded_redis_is_a_warning(redis_server: RedisServer, tmp_path: Path) -> None:
     code, output = doctor(tmp_path, VOICECACHE_REDIS_URL=redis_server.url)
     assert code == 0, output
-    assert "maxmemory is 0" in output and "allkeys-lru" in output
+    assert "maxmemory is 0" in output and "volatile-lfu" in output
     assert "ok: redis" in output
 
 
 @pytest.mark.redis
-def test_bounded_lru_redis_is_ok(bounded_redis: RedisServer, tmp_path: Path) -> None:
+def test_bounded_volatile_lfu_redis_is_ok(bounded_redis: RedisServer, tmp_path: Path) -> None:
     code, output = doctor(tmp_path, VOICECACHE_REDIS_URL=bounded_redis.url)
     assert code == 0 and "warning" not in output
-    assert "maxmemory 64 MiB, allkeys-lru" in output
+    assert "maxmemory 64 MiB, volatile-lfu" in output
+
+
+@pytest.mark.redis
+def test_allkeys_eviction_is_a_warning(tmp_path: Path) -> None:
+    with RedisServer(maxmemory="64mb", policy="allkeys-lru") as server:
+        code, output = doctor(tmp_path, VOICECACHE_REDIS_URL=server.url)
+    assert code == 0, output
+    assert "allkeys-lru may evict the cache's index" in output
 
 
 @pytest.mark.redis

@@ -4,10 +4,17 @@ traffic does.
 Redis: reachable (every master of a Cluster), version, and the memory settings that decide
 what happens when it fills up: `maxmemory` 0 (unbounded: Redis grows until the machine
 swaps or the OOM killer strikes) and `maxmemory-policy noeviction` (writes fail once full)
+<<<<<<< HEAD
 are warnings; the recommended setting is a bounded `maxmemory` with `allkeys-lru` or
 `allkeys-lfu`. S3: the bucket exists and can be listed with the configured credentials.
 Engines: every configured engine can be reached (`Engine.probe`: a GET for HTTP engines, the
 library loading for eSpeak) and, with `--synthesize`, speaks one short word.
+=======
+are warnings, and so are `allkeys-*` policies, which may evict the index that purges and sweeps
+read (and pinned entries); the recommended setting is a bounded `maxmemory` with
+`volatile-lfu` or `volatile-lru`: only entries with an expiry are evicted. S3: the bucket
+exists and can be listed with the configured credentials.
+>>>>>>> f06cc9a (Redis and S3 tiers: sweeps, purges and stats read an index in Redis, never every entry)
 
 Prints one line per finding; a failed check ends with one readable error line and exit 1.
 """
@@ -25,7 +32,7 @@ from voicecache.errors import EngineError, EngineTimeout, StorageError
 from voicecache.model import Engine, SynthesisJob
 from voicecache.settings import Settings
 
-_RECOMMENDED = "a bounded maxmemory with maxmemory-policy allkeys-lru (or allkeys-lfu)"
+_RECOMMENDED = "a bounded maxmemory with maxmemory-policy volatile-lfu (or volatile-lru)"
 
 
 def redact(url: str) -> str:
@@ -99,7 +106,12 @@ def _memory_findings(name: str, version: str, config: dict[Any, Any]) -> list[st
     if policy == "noeviction":
         findings.append(
             f"warning: redis {name}: maxmemory-policy is noeviction: writes fail once Redis is "
-            f"full; use allkeys-lru or allkeys-lfu"
+            f"full; use volatile-lfu or volatile-lru"
+        )
+    if policy.startswith("allkeys-"):
+        findings.append(
+            f"warning: redis {name}: maxmemory-policy {policy} may evict the cache's index "
+            f"(a purge may then miss audio) and pinned entries; use volatile-lfu or volatile-lru"
         )
     budget = f"{maxmemory / (1 << 20):.0f} MiB" if maxmemory else "unbounded"
     findings.append(f"ok: redis {name} (Redis {version}, maxmemory {budget}, {policy})")

@@ -50,6 +50,10 @@ async def cache(
                 await tier.set(*entry(name, **fields))
         for tier in made.tiers:
             assert await remaining(tier) == set(CORPUS), tier.name
+        # As the first sweep does once per store: index what was stored before the index.
+        for tier in tiers:
+            if isinstance(tier, RedisTier | S3Tier):
+                await tier.adopt()
         yield made
     finally:
         await made.aclose()
@@ -87,11 +91,13 @@ async def test_purge_by_voice_or_tag_in_every_tier_without_scanning_redis(
     assert set(report.tiers) == {"memory", "redis", "disk", "s3"}
 
 
-async def test_purge_by_age_and_expiry_scans_every_tier(cache: TieredCache) -> None:
+async def test_purge_by_age_and_expiry_in_every_tier(cache: TieredCache, redis_url: str) -> None:
+    before = scans(redis_url)
     old = await purge(cache, PurgeFilter.create(now=NOW, older_than="7d", voice="fr"))
     assert {name: r.entries for name, r in old.tiers.items()} == dict.fromkeys(old.tiers, 1)
     expired = await purge(cache, PurgeFilter.create(now=NOW, expired=True))
     assert expired.entries == 4
+    assert scans(redis_url) == before  # the index answered age and expiry too
     for tier in cache.tiers:
         assert await remaining(tier) == set(CORPUS) - {"fr-old", "cmn-expired"}, tier.name
 

@@ -10,7 +10,9 @@ that raced it can store them again (see `tiers/tiered.py`).
 How a tier is searched, cheapest first:
 
 - by key: the key's few storage ids (one per format) are deleted directly, no search;
-- on disk, any filter or sweep: one query of the tier's SQLite index (`delete_matching`);
+- any other filter, and sweeps: the tier's own index, `tier.delete_matching(scope)` (the disk
+  tier's SQLite index; Redis, and S3 with Redis, keep one in Redis: `tiers/index.py`), which
+  finds and deletes matches without reading entries, or returns None when it cannot answer;
 - by voice or tag: the tier's optional secondary index, `tier.find(voice=..., tag=...)`
   (Redis keeps one), which returns matching ids, or None for "not indexed";
 - otherwise a `scan()` of the tier's headers, deleting matches as it goes and yielding to the
@@ -140,11 +142,10 @@ async def purge_tier(tier: Tier, scope: PurgeScope) -> TierPurge:
         if isinstance(scope, PurgeFilter) and scope.key is not None:
             await _delete_ids(tier, _key_ids(scope.key), result)
             return result
-        if isinstance(tier, DiskTier):  # its SQLite index answers any scope as a query
-            removed = await tier.delete_matching(scope)
-            if removed is not None:
-                result.entries, result.bytes = removed
-                return result
+        removed = await tier.delete_matching(scope)  # the tier's index answers the scope
+        if removed is not None:
+            result.entries, result.bytes = removed
+            return result
         if isinstance(scope, PurgeFilter):
             lookups = scope.index_lookups()
             if lookups is not None:

@@ -6,15 +6,17 @@ unreachable), or it is past its grace period (`stale_until`), when it can no lon
 served stale. Entries of engines that are no longer configured are left alone: configuring
 the engine again would make them reachable.
 
-The sweep runs every `sweep_interval` seconds in the app's event loop. It scans tier by tier
-and yields to the loop between small batches (see `invalidation.purge_tier`), so requests are
-never blocked behind it; a failure is logged and the next sweep tries again.
+The sweep runs every `sweep_interval` seconds in the app's event loop, tier by tier. Tiers with
+an index (disk, Redis, S3 with Redis) answer it from the index and touch only what they delete;
+the memory tier is scanned in small batches that yield to the loop (see
+`invalidation.purge_tier`), so requests are never blocked behind it; a failure is logged and
+the next sweep tries again.
 
 Every process sweeps its own memory tier, but a store that several processes share (a disk
 directory, Redis, an S3 bucket) is swept by one of them per interval: a `SweepLease` per
 store, held in Redis when a Redis tier is configured (every replica sees it), else as a file
-in the data directory (every worker of the host sees it). Scanning S3 costs a ranged GET per
-object, so this matters.
+in the data directory (every worker of the host sees it). Without Redis, sweeping S3 costs a
+ranged GET per object (paced and resumable, see `tiers/s3.py`), so this matters.
 """
 
 from __future__ import annotations

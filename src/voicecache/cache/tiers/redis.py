@@ -5,14 +5,20 @@ Layout, with `prefix` = `settings.redis_prefix`:
 - `<prefix>:e:{<digest>}.<format>` → `Entry.to_bytes()` (header + audio, checksum verified on
   read). The `{<digest>}` hash tag puts every format of one line, and its fill lock
   (`cluster/fill_lock.py`), in one Cluster slot.
-- `<prefix>:ix:voice:<voice>`, `<prefix>:ix:tag:<tag>` → sorted sets of entry ids scored by
-  `stale_until` (+inf when pinned), so purging a voice or a tag reads one set instead of
-  SCANning Redis. Members are cleaned lazily: every write drops members whose score has
-  passed, `delete` removes its own, and `find` drops members whose entry Redis evicted under
-  `maxmemory` (a stale member costs one EXISTS, never a wrong answer).
+- `<prefix>:ix:…` → the index (`tiers/index.py`): a summary of every entry, a sorted set of
+  ids by `stale_until`, sets per voice, tag and model version, and counters of entries and
+  bytes. It is written in the same pipeline as the entry, so one round trip stores both.
+  Sweeps, purges and `stats()` read it and never SCAN; `find` answers voice and tag lookups
+  from it.
 
 Each entry expires in Redis when its grace period ends (`meta.stale_until`); pinned entries
-never expire. Redis's own eviction (`maxmemory` + `allkeys-lru`/`allkeys-lfu`) bounds memory.
+never expire. Redis's own eviction (`maxmemory` + `volatile-lru`/`volatile-lfu`, which never
+evicts the index or pinned entries since they carry no TTL) bounds memory. Entries Redis
+expires or evicts on its own leave index members behind: the sweeper removes expired ones by
+range, and checks `audit_batch` members per pass for evicted ones (an EXISTS each).
+
+Entries stored before the index existed are adopted once (`adopt`: one SCAN, by the sweeper
+that holds the lease); until then, purges other than by voice or tag scan as they used to.
 
 Failure behaviour: every operation goes through the process's shared Redis handle
 (`cluster/redis.py`: short timeouts, one circuit breaker for every Redis user). Errors surface
@@ -23,36 +29,27 @@ reads are plain misses and writes are dropped, so no request waits on a dead ser
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, Protocol, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from redis.asyncio.cluster import RedisCluster
 
-from voicecache.circuit import CircuitBreaker
+from voicecache.cache.tiers.index import BATCH, RedisConnection, StoreIndex, Summary
+from voicecache.cache.tiers.scopes import UnreachableScope
 from voicecache.errors import CircuitOpen, StorageError
 from voicecache.model import Entry, EntryMeta, Tier, TierStats, read_header
 
-T = TypeVar("T")
+__all__ = ["HEADER_PROBE", "RedisConnection", "RedisTier"]
 
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Bytes read to parse a header without the audio (text ≤ 4000 chars, JSON-escaped).
 HEADER_PROBE = 64 * 1024
 _SCAN_BATCH = 200
-
-
-class RedisConnection(Protocol):
-    """What the Redis tier (and the sweep lease) need of a Redis connection: the process's
-    shared `cluster.redis.RedisHandle` satisfies it."""
-
-    client: Any
-    prefix: str
-    breaker: CircuitBreaker
-    errors: int
-    skipped: int
-
-    async def guard(self, what: str, work: Callable[[], Awaitable[T]]) -> T: ...
 
 
 def _glob_escape(text: str) -> str:
@@ -60,16 +57,26 @@ def _glob_escape(text: str) -> str:
 
 
 class RedisTier(Tier):
-    """Entries in Redis under `prefix`, expiring at `stale_until`."""
+    """Entries in Redis under `prefix`, expiring at `stale_until`, indexed in Redis."""
 
     name = "redis"
 
-    def __init__(self, redis: RedisConnection, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        redis: RedisConnection,
+        *,
+        clock: Callable[[], float] = time.time,
+        audit_batch: int = 1000,
+    ) -> None:
         self.redis = redis
         self.prefix = redis.prefix
+        self.url = redis.url  # with the prefix, names the store (one sweep lease per store)
         self.client = redis.client
         self.breaker = redis.breaker
         self.clock = clock
+        # Through `self.clock`, so a clock replaced later (tests) reaches the index too.
+        self.index = StoreIndex(redis, f"{redis.prefix}:ix", clock=lambda: self.clock())
+        self.audit_batch = audit_batch  # index members checked per sweep for evicted entries
         self.corrupt = 0  # entries that failed their checksum and were dropped
 
     # -- keys ----------------------------------------------------------------------------------
@@ -86,19 +93,7 @@ class RedisTier(Tier):
 
     def index_key(self, kind: str, value: str) -> str:
         """The sorted set listing entries of one voice (`kind="voice"`) or tag (`"tag"`)."""
-        return f"{self.prefix}:ix:{kind}:{value}"
-
-    def _index_keys(self, meta: EntryMeta) -> list[str]:
-        keys = [self.index_key("voice", meta.voice)] if meta.voice else []
-        keys += [self.index_key("tag", tag) for tag in meta.tags]
-        return keys
-
-    # -- guarded calls --------------------------------------------------------------------------
-
-    async def guard(self, what: str, work: Callable[[], Awaitable[T]]) -> T:
-        """One Redis operation through the shared handle's circuit breaker (see
-        `cluster/redis.py`): `CircuitOpen` while it is open, `StorageError` on failure."""
-        return await self.redis.guard(what, work)
+        return self.index.voice_key(value) if kind == "voice" else self.index.tag_key(value)
 
     async def check(self) -> None:
         """Raise `StorageError` unless Redis answers a PING (readiness probes)."""
@@ -108,7 +103,7 @@ class RedisTier(Tier):
 
     async def get(self, entry_id: str) -> Entry | None:
         try:
-            blob = await self.guard("get", lambda: self.client.get(self.key(entry_id)))
+            blob = await self.redis.guard("get", lambda: self.client.get(self.key(entry_id)))
         except CircuitOpen:
             return None
         if not isinstance(blob, bytes):
@@ -122,104 +117,209 @@ class RedisTier(Tier):
 
     async def set(self, entry_id: str, entry: Entry) -> None:
         meta = entry.meta
-        now = self.clock()
         ttl_ms: int | None = None
         if meta.stale_until is not None:
-            ttl_ms = math.ceil((meta.stale_until - now) * 1000)
+            ttl_ms = math.ceil((meta.stale_until - self.clock()) * 1000)
             if ttl_ms <= 0:  # already past its grace period: nothing worth keeping
                 await self.delete(entry_id)
                 return
         blob = entry.to_bytes()
-        score = math.inf if meta.stale_until is None else meta.stale_until
 
         async def write() -> None:
             pipe = self.client.pipeline(transaction=False)
             pipe.set(self.key(entry_id), blob, px=ttl_ms)  # no PX: SET clears an old TTL
-            for index in self._index_keys(meta):
-                pipe.zadd(index, {entry_id: score})
-                pipe.zremrangebyscore(index, "-inf", f"({now}")
+            self.index.queue_add(pipe, entry_id, meta, len(blob))
             await pipe.execute()
 
         try:
-            await self.guard("set", write)
+            await self.redis.guard("set", write)
         except CircuitOpen:
             return
 
     async def delete(self, entry_id: str) -> int:
-        key = self.key(entry_id)
+        freed = await self._delete([(entry_id, None)])
+        return freed[0]
 
-        async def remove() -> tuple[bytes | None, int]:
+    async def _delete(self, items: list[tuple[str, Summary | None]]) -> list[int]:
+        """Delete entries and their index records in one round trip (plus one to drop the
+        per-voice/tag/generation members of entries whose summary was not known); returns
+        the bytes freed per entry."""
+
+        async def remove() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
-            pipe.getrange(key, 0, HEADER_PROBE - 1)
-            pipe.strlen(key)
-            pipe.delete(key)
-            head, size, _ = await pipe.execute()
-            return head or None, int(size)
+            for entry_id, summary in items:
+                key = self.key(entry_id)
+                pipe.strlen(key)
+                pipe.delete(key)
+                self.index.queue_remove(pipe, entry_id, summary)
+            return list(await pipe.execute())
 
         try:
-            head, size = await self.guard("delete", remove)
+            replies = await self.redis.guard("delete", remove)
         except CircuitOpen:
-            return 0
-        if head:
-            try:
-                indexes = self._index_keys(read_header(head))
-            except StorageError:
-                indexes = []
-            if indexes:
-                await self._unindex(entry_id, indexes)
-        return size
-
-    async def _unindex(self, entry_id: str, indexes: Iterable[str]) -> None:
-        async def work() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            for index in indexes:
-                pipe.zrem(index, entry_id)
-            await pipe.execute()
-
-        with contextlib.suppress(StorageError):  # a stale index member is tolerated by design
-            await self.guard("unindex", work)
+            return [0] * len(items)
+        freed: list[int] = []
+        learned: dict[str, Summary] = {}
+        position = 0
+        for entry_id, summary in items:
+            size, deleted, raw = replies[position : position + 3]
+            position += 3 + (0 if summary is None else len(self.index.member_keys(summary)))
+            freed.append(int(size) if deleted else 0)
+            if summary is None and (found := Summary.loads(raw)) is not None:
+                learned[entry_id] = found
+        with contextlib.suppress(StorageError):  # a stale member is tolerated by design
+            await self.index.drop_members(learned)
+        return freed
 
     async def find(self, *, voice: str | None = None, tag: str | None = None) -> list[str] | None:
         """Ids of entries with this voice and/or tag, from the index sets (no SCAN).
 
         Members whose entry is gone (evicted by Redis, or expired) are dropped from the index
         on the way, so the answer lists live entries only, bar races with concurrent writers."""
-        indexes = []
-        if voice is not None:
-            indexes.append(self.index_key("voice", voice))
-        if tag is not None:
-            indexes.append(self.index_key("tag", tag))
-        if not indexes:
+        if voice is None and tag is None:
             return None
-        now = self.clock()
-
-        async def read() -> list[set[str]]:
-            pipe = self.client.pipeline(transaction=False)
-            for index in indexes:
-                pipe.zrangebyscore(index, now, "+inf")
-            results = await pipe.execute()
-            return [{m.decode() if isinstance(m, bytes) else m for m in r} for r in results]
-
-        candidates = sorted(set.intersection(*await self.guard("find", read)))
+        candidates = await self.index.find(voice=voice, tag=tag)
+        queried = [self.index_key("voice", voice)] if voice is not None else []
+        queried += [self.index_key("tag", tag)] if tag is not None else []
         alive: list[str] = []
         for start in range(0, len(candidates), _SCAN_BATCH):
             batch = candidates[start : start + _SCAN_BATCH]
-
-            async def exists(batch: list[str] = batch) -> list[int]:
-                pipe = self.client.pipeline(transaction=False)
-                for entry_id in batch:
-                    pipe.exists(self.key(entry_id))
-                return list(await pipe.execute())
-
-            found = await self.guard("find", exists)
+            found = await self._exists(batch)
             alive += [entry_id for entry_id, hit in zip(batch, found, strict=True) if hit]
             gone = [entry_id for entry_id, hit in zip(batch, found, strict=True) if not hit]
-            for entry_id in gone:
-                await self._unindex(entry_id, indexes)
+            if gone:
+                await self._forget(gone, queried)
         return alive
 
+    async def _exists(self, entry_ids: list[str]) -> list[bool]:
+        async def check() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for entry_id in entry_ids:
+                pipe.exists(self.key(entry_id))
+            return list(await pipe.execute())
+
+        return [bool(hit) for hit in await self.redis.guard("exists", check)]
+
+    async def _forget(self, entry_ids: list[str], keys: list[str]) -> None:
+        """Drop index records of entries Redis removed on its own."""
+        with contextlib.suppress(StorageError):  # a stale member is tolerated by design
+            await self.index.remove(entry_ids, listed_in=keys)
+
+    # -- sweeps and purges: the index, never a SCAN -----------------------------------------------
+
+    async def delete_matching(self, scope: object) -> tuple[int, int] | None:
+        """Delete what a purge or sweep scope covers, found through the index; returns
+        (entries, bytes), or None for a purge by key (the caller deletes its few ids)."""
+        if not self.index.answers(scope):
+            return None
+        if not await self.index.complete():
+            await self.adopt()  # one SCAN, once: no dearer than the scan it replaces
+        entries = freed = 0
+        async for batch in self.index.matching(scope, self._resolve):
+            for size in await self._delete(list[tuple[str, Summary | None]](batch)):
+                if size > 0:
+                    entries += 1
+                    freed += size
+        if isinstance(scope, UnreachableScope):
+            await self.audit()
+        return entries, freed
+
+    async def _resolve(self, entry_ids: list[str]) -> dict[str, Summary]:
+        """Summaries of entries the index does not know, from their headers; they are indexed
+        on the way (entries written by a replica that predates the index)."""
+        found = await self._headers([self.key(entry_id) for entry_id in entry_ids])
+        summaries = {
+            entry_id: Summary.of(meta, size)
+            for entry_id, (meta, size) in zip(entry_ids, found, strict=True)
+            if meta is not None
+        }
+
+        async def index() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for entry_id, (meta, size) in zip(entry_ids, found, strict=True):
+                if meta is not None:
+                    self.index.queue_add(pipe, entry_id, meta, size)
+            await pipe.execute()
+
+        if summaries:
+            await self.redis.guard("adopt", index)
+        return summaries
+
+    async def _headers(self, keys: list[Any]) -> list[tuple[EntryMeta | None, int]]:
+        """(header or None, stored size) of each key, one round trip."""
+
+        async def read() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.getrange(key, 0, HEADER_PROBE - 1)
+                pipe.strlen(key)
+            return list(await pipe.execute())
+
+        replies = await self.redis.guard("headers", read)
+        found: list[tuple[EntryMeta | None, int]] = []
+        for head, size in zip(replies[::2], replies[1::2], strict=True):
+            try:
+                found.append((read_header(head) if head else None, int(size)))
+            except StorageError:
+                found.append((None, int(size)))
+        return found
+
+    async def adopt(self) -> int:
+        """Index every entry stored before the index existed (one SCAN of the prefix, run
+        once per Redis by the sweeper); returns how many it indexed."""
+        pattern = f"{_glob_escape(self.prefix)}:e:*"
+        adopted = 0
+        keys: list[bytes] = []
+
+        async def collect() -> None:
+            async for key in self.client.scan_iter(match=pattern, count=1000):
+                keys.append(key)
+
+        await self.redis.guard("adopt", collect)
+        for start in range(0, len(keys), _SCAN_BATCH):
+            batch = keys[start : start + _SCAN_BATCH]
+            found = await self._headers(batch)
+
+            async def index(batch: list[bytes] = batch, found: list[Any] = found) -> None:
+                pipe = self.client.pipeline(transaction=False)
+                for key, (meta, size) in zip(batch, found, strict=True):
+                    if meta is not None:
+                        self.index.queue_add(pipe, self._entry_id(key), meta, size)
+                await pipe.execute()
+
+            await self.redis.guard("adopt", index)
+            adopted += sum(meta is not None for meta, _ in found)
+        await self.index.mark_complete()
+        if adopted:
+            log.info("redis index: adopted %d entries stored before it existed", adopted)
+        return adopted
+
+    async def audit(self) -> int:
+        """Check up to `audit_batch` index members (resuming where the last audit stopped)
+        and drop those whose entry Redis evicted; returns how many it dropped."""
+        if self.audit_batch <= 0:
+            return 0
+        client, key = self.client, self.index.expiry_key
+        start = int(await self.index.cursor("audit") or 0)
+
+        async def page() -> tuple[int, list[str]]:
+            cursor, members = await client.zscan(key, start, count=self.audit_batch)
+            return int(cursor), [_text(member) for member, _ in members]
+
+        cursor, members = await self.redis.guard("audit", page)
+        gone: list[str] = []
+        for at in range(0, len(members), BATCH):
+            batch = members[at : at + BATCH]
+            found = await self._exists(batch)
+            gone += [entry_id for entry_id, hit in zip(batch, found, strict=True) if not hit]
+        if gone:
+            await self.index.remove(gone)
+        await self.index.set_cursor("audit", str(cursor) if cursor else None)
+        return len(gone)
+
     async def scan(self) -> AsyncIterator[tuple[str, EntryMeta]]:
-        """Every entry under the prefix (SCAN on each master for a cluster)."""
+        """Every entry under the prefix with its full header (SCAN on each master): for
+        inspection and tools, never for sweeps, purges or stats."""
         pattern = f"{_glob_escape(self.prefix)}:e:*"
         keys: list[bytes] = []
 
@@ -227,7 +327,7 @@ class RedisTier(Tier):
             async for key in self.client.scan_iter(match=pattern, count=1000):
                 keys.append(key)
 
-        await self.guard("scan", collect)
+        await self.redis.guard("scan", collect)
         for start in range(0, len(keys), _SCAN_BATCH):
             batch = keys[start : start + _SCAN_BATCH]
 
@@ -237,7 +337,7 @@ class RedisTier(Tier):
                     pipe.getrange(key, 0, HEADER_PROBE - 1)
                 return list(await pipe.execute())
 
-            for key, head in zip(batch, await self.guard("scan", heads), strict=True):
+            for key, head in zip(batch, await self.redis.guard("scan", heads), strict=True):
                 if not head:
                     continue  # expired or evicted since SCAN listed it
                 try:
@@ -247,16 +347,13 @@ class RedisTier(Tier):
                 yield self._entry_id(key), meta
 
     async def stats(self) -> TierStats:
-        """Entries under the prefix (a SCAN: O(keys), keep it off hot paths) and server memory."""
+        """Entries and bytes from the index counters (two commands, whatever the number of
+        entries) and the servers' memory (`INFO memory`, one per master)."""
         stats = TierStats(
             name=self.name,
             errors=self.redis.errors + self.corrupt,
             extra={"circuit": self.breaker.state, "skipped": self.redis.skipped},
         )
-        pattern = f"{_glob_escape(self.prefix)}:e:*"
-
-        async def count() -> int:
-            return sum([1 async for _ in self.client.scan_iter(match=pattern, count=1000)])
 
         async def memory() -> list[dict[str, Any]]:
             if isinstance(self.client, RedisCluster):
@@ -265,11 +362,12 @@ class RedisTier(Tier):
             return [await self.client.info("memory")]
 
         try:
-            stats.entries = await self.guard("stats", count)
-            infos = await self.guard("stats", memory)
+            stats.entries, stats.bytes = await self.index.counters()
+            stats.extra["indexed"] = await self.index.complete()
+            infos = await self.redis.guard("stats", memory)
         except StorageError:
             return stats
-        stats.bytes = sum(int(info.get("used_memory", 0)) for info in infos)
+        stats.extra["used_memory"] = sum(int(info.get("used_memory", 0)) for info in infos)
         capacity = sum(int(info.get("maxmemory", 0)) for info in infos)
         stats.capacity_bytes = capacity or None
         return stats
@@ -277,6 +375,10 @@ class RedisTier(Tier):
     async def aclose(self) -> None:
         """Nothing to close: the client belongs to the shared handle, closed once by its
         owner (`bootstrap.Services.aclose`)."""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _per_node(found: Any) -> bool:

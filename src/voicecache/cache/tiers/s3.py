@@ -9,8 +9,20 @@ checksummed format as the disk and Redis tiers — so the full header, including
 allows only ASCII there, which the text does not fit. Object metadata carries a small ASCII
 summary instead (`vc-key`, `vc-format`, `vc-voice`, `vc-engine`, `vc-expires-at`,
 `vc-stale-until`, URL-encoded `vc-tags`), enough for operators and `aws s3api head-object` to
-see what an object is and when it expires. `scan` reads each header with one ranged GET of
-the first 64 KiB, which costs the same one request per object as a HEAD would.
+see what an object is and when it expires. Objects that expire carry the tag
+`voicecache-expiry-days=<1|7|30|90|365>` (the smallest class that outlives their grace period),
+so an S3 lifecycle rule per class can expire them without any request from us (README).
+
+Finding entries without reading them: with Redis configured, the bucket's index lives in Redis
+(`tiers/index.py`, under `<redis prefix>:s3ix:<bucket>/<prefix>`): every object is indexed
+before it is written, so purges by voice, tag, model version or expiry, the sweeper and
+`stats()` read the index and touch only the objects they delete. A bucket written before the
+index existed is adopted by the first listing pass (the sweeper's, resumable). Without Redis,
+or until adopted, a sweep is a listing pass: pages of the listing, a ranged GET of each
+object's header, paced to `requests_per_second` and, for the sweeper, at most `sweep_budget`
+requests per pass, resuming where the last pass stopped (its position is kept in Redis, or in
+the object `<prefix>/.sweep-cursor`). `stats()` then counts a listing at most every
+`stats_max_age` seconds.
 
 Expiry is checked on read: an object past `stale_until` is deleted and reported absent.
 Credentials come from the standard `AWS_*` variables (or any other source in botocore's
@@ -19,30 +31,30 @@ chain). Failures are `StorageError`s behind a `CircuitBreaker`, as for Redis.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 from urllib.parse import quote
 
-import aioboto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
+from voicecache.cache.tiers.index import RedisConnection, StoreIndex, Summary
+from voicecache.cache.tiers.pacing import Pacer
+from voicecache.cache.tiers.s3_bucket import MISSING, Bucket, Found, error_code
+from voicecache.cache.tiers.scopes import FilterScope, UnreachableScope
 from voicecache.circuit import CircuitBreaker
 from voicecache.errors import StorageError
-from voicecache.model import Entry, EntryMeta, Tier, TierStats, read_header
+from voicecache.model import Entry, EntryMeta, Tier, TierStats
 
-T = TypeVar("T")
-
-HEADER_PROBE = 64 * 1024
-_SCAN_CONCURRENCY = 16
-_MISSING = {"404", "NoSuchKey", "NotFound"}
+# Lifetimes (days) an object can be tagged with for lifecycle rules; longer ones are not tagged.
+LIFECYCLE_DAYS = (1, 7, 30, 90, 365)
+LIFECYCLE_TAG = "voicecache-expiry-days"
 
 
 class S3Tier(Tier):
-    """Entries as objects in `bucket` under `prefix`."""
+    """Entries as objects in `bucket` under `prefix` (indexed in Redis when `redis` is given)."""
 
     name = "s3"
 
@@ -57,93 +69,82 @@ class S3Tier(Tier):
         read_timeout: float = 10.0,
         breaker: CircuitBreaker | None = None,
         clock: Callable[[], float] = time.time,
+        redis: RedisConnection | None = None,
+        requests_per_second: float = 100.0,
+        sweep_budget: int = 15_000,
+        stats_max_age: float = 300.0,
+        pacer: Pacer | None = None,
         **client_kwargs: Any,
     ) -> None:
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
-        self.clock = clock
-        self.breaker = breaker or CircuitBreaker(failures=3, cooldown=5.0)
-        self._client_args: dict[str, Any] = {
-            "endpoint_url": endpoint_url,
-            "region_name": region,
-            "config": Config(
-                connect_timeout=connect_timeout,
-                read_timeout=read_timeout,
-                retries={"max_attempts": 2, "mode": "standard"},
-            ),
+        self.store = Bucket(
+            bucket,
+            prefix=prefix,
+            # Passes over the bucket go at this pace; requests serving a client never wait.
+            pacer=pacer or Pacer(requests_per_second),
+            breaker=breaker,
+            endpoint_url=endpoint_url,
+            region=region,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
             **client_kwargs,
-        }
-        self._stack: contextlib.AsyncExitStack | None = None
-        self._client: Any = None
-        self._open_lock = asyncio.Lock()
-        self.errors = 0
-        self.skipped = 0
+        )
+        self.bucket = bucket
+        self.prefix = self.store.prefix
+        self.breaker = self.store.breaker
+        self.clock = clock
+        self.index = (
+            None
+            if redis is None
+            else StoreIndex(
+                redis, f"{redis.prefix}:s3ix:{bucket}/{self.prefix}", clock=lambda: self.clock()
+            )
+        )
+        self.sweep_budget = sweep_budget
+        self.page_size = 200  # keys per listing page in a pass (the budget is checked per page)
+        self.stats_max_age = stats_max_age
+        self._listed: tuple[float, int, int] | None = None  # (monotonic time, entries, bytes)
+        self.corrupt = 0
+
+    @property
+    def errors(self) -> int:
+        return self.store.errors + self.corrupt
+
+    @property
+    def pacer(self) -> Pacer:
+        return self.store.pacer
 
     def object_key(self, entry_id: str) -> str:
         """`<prefix>/<id[:2]>/<id>`."""
-        if not entry_id or "/" in entry_id:
-            raise StorageError(f"invalid entry id {entry_id!r}")
-        name = f"{entry_id[:2]}/{entry_id}"
-        return f"{self.prefix}/{name}" if self.prefix else name
+        return self.store.object_key(entry_id)
 
-    async def client(self) -> Any:
-        """The S3 client, opened on first use."""
-        if self._client is None:
-            async with self._open_lock:
-                if self._client is None:
-                    stack = contextlib.AsyncExitStack()
-                    session = aioboto3.Session()
-                    self._client = await stack.enter_async_context(
-                        session.client("s3", **self._client_args)
-                    )
-                    self._stack = stack
-        return self._client
-
-    async def guard(self, what: str, work: Callable[[], Awaitable[T]]) -> T:
-        """Run one S3 operation through the circuit breaker; failures become `StorageError`."""
-        if not self.breaker.allow():
-            self.skipped += 1
-            raise StorageError(f"s3 skipped for {what}: circuit open after repeated failures")
-        probe = self.breaker.probing  # right after allow(): whether this call is the probe
+    async def _indexed(self) -> bool:
+        """Whether the Redis index holds every object (so it can answer for the bucket)."""
+        if self.index is None:
+            return False
         try:
-            result = await work()
-        except asyncio.CancelledError:  # no verdict: a cancelled probe must not block the next
-            if probe:
-                self.breaker.release_probe()
-            raise
-        except ClientError as exc:
-            if _code(exc) in _MISSING:
-                self.breaker.success()
-                raise
-            self._failed()
-            raise StorageError(f"s3 {what} failed: {_code(exc)}: {exc}") from exc
-        except (TimeoutError, BotoCoreError, OSError) as exc:
-            self._failed()
-            raise StorageError(f"s3 {what} failed: {type(exc).__name__}: {exc}") from exc
-        self.breaker.success()
-        return result
+            return await self.index.complete()
+        except StorageError:
+            return False
 
-    def _failed(self) -> None:
-        self.breaker.failure()
-        self.errors += 1
+    # -- Tier protocol ----------------------------------------------------------------------------
 
     async def get(self, entry_id: str) -> Entry | None:
         key = self.object_key(entry_id)
 
         async def read() -> bytes:
-            client = await self.client()
-            response = await client.get_object(Bucket=self.bucket, Key=key)
+            client = await self.store.client()
+            response = await client.get_object(Bucket=self.store.name, Key=key)
             async with response["Body"] as stream:
                 return bytes(await stream.read())
 
         try:
-            blob = await self.guard("get", read)
+            blob = await self.store.guard("get", read)
         except ClientError:
             return None
         try:
             entry = Entry.from_bytes(blob)
         except StorageError:
-            self.errors += 1
+            self.corrupt += 1
             await self.delete(entry_id)
             return None
         stale_until = entry.meta.stale_until
@@ -154,119 +155,219 @@ class S3Tier(Tier):
 
     async def set(self, entry_id: str, entry: Entry) -> None:
         meta = entry.meta
-        if meta.stale_until is not None and self.clock() >= meta.stale_until:
+        now = self.clock()
+        if meta.stale_until is not None and now >= meta.stale_until:
             return
         key = self.object_key(entry_id)
         blob = entry.to_bytes()
+        if self.index is not None:
+            # Indexed before it is written: an object the index does not know would escape
+            # purges and sweeps. Redis unavailable → the object is not stored.
+            try:
+                await self.index.add(entry_id, meta, len(blob))
+            except StorageError as exc:
+                raise StorageError(f"s3 write skipped, its index is unavailable: {exc}") from exc
+        extra: dict[str, str] = {}
+        lifetime = lifecycle_tag(meta, now)
+        if lifetime is not None:
+            extra["Tagging"] = lifetime
 
         async def write() -> None:
-            client = await self.client()
+            client = await self.store.client()
             await client.put_object(
-                Bucket=self.bucket,
+                Bucket=self.store.name,
                 Key=key,
                 Body=blob,
                 ContentType="application/x-voicecache-entry",
                 Metadata=_metadata(meta),
+                **extra,
             )
 
-        await self.guard("set", write)
+        await self.store.guard("set", write)
 
     async def delete(self, entry_id: str) -> int:
         key = self.object_key(entry_id)
+        if await self._indexed():
+            assert self.index is not None
+            await self.store.delete([key], paced=False)
+            removed = await self.index.remove([entry_id])
+            return removed[entry_id].size if entry_id in removed else 0
 
         async def remove() -> int:
-            client = await self.client()
+            client = await self.store.client()
             try:
-                head = await client.head_object(Bucket=self.bucket, Key=key)
+                head = await client.head_object(Bucket=self.store.name, Key=key)
             except ClientError as exc:
-                if _code(exc) in _MISSING:
+                if error_code(exc) in MISSING:
                     return 0
                 raise
-            await client.delete_object(Bucket=self.bucket, Key=key)
+            await client.delete_object(Bucket=self.store.name, Key=key)
             return int(head.get("ContentLength", 0))
 
-        return await self.guard("delete", remove)
+        freed = await self.store.guard("delete", remove)
+        if self.index is not None:
+            with contextlib.suppress(StorageError):
+                await self.index.remove([entry_id])
+        return freed
 
-    async def _objects(self) -> AsyncIterator[dict[str, Any]]:
-        client = await self.client()
-        paginator = client.get_paginator("list_objects_v2")
-        listing = f"{self.prefix}/" if self.prefix else ""
-        async for page in paginator.paginate(Bucket=self.bucket, Prefix=listing):
-            for item in page.get("Contents", ()):
-                yield item
+    async def find(self, *, voice: str | None = None, tag: str | None = None) -> list[str] | None:
+        """Ids with this voice and/or tag from the Redis index (None without a complete one)."""
+        if (voice is None and tag is None) or not await self._indexed():
+            return None
+        assert self.index is not None
+        return await self.index.find(voice=voice, tag=tag)
+
+    # -- sweeps and purges -------------------------------------------------------------------------
+
+    async def delete_matching(self, scope: object) -> tuple[int, int] | None:
+        """Delete what a purge or sweep scope covers: through the Redis index when it is
+        complete, else by a paced listing pass (the sweeper's resumes and stops after
+        `sweep_budget` requests). None for a purge by key (the caller deletes its ids)."""
+        if isinstance(scope, FilterScope):
+            if scope.key is not None:
+                return None
+        elif not isinstance(scope, UnreachableScope):
+            return None
+        if await self._indexed():
+            return await self._delete_indexed(scope)
+        return await self._listing_pass(scope, resumable=isinstance(scope, UnreachableScope))
+
+    async def _delete_indexed(self, scope: object) -> tuple[int, int]:
+        assert self.index is not None
+        entries = freed = 0
+        async for batch in self.index.matching(scope, self._resolve):
+            await self.store.delete([self.object_key(entry_id) for entry_id, _ in batch])
+            await self.index.remove([entry_id for entry_id, _ in batch])
+            entries += len(batch)
+            freed += sum(summary.size for _, summary in batch)
+        return entries, freed
+
+    async def _resolve(self, entry_ids: list[str]) -> dict[str, Summary]:
+        """Summaries of objects the index lists without one, from their headers (indexed on
+        the way); objects that are gone are left out."""
+        found = await self.store.heads([self.object_key(entry_id) for entry_id in entry_ids])
+        await self._index_found(found)
+        return {entry_id: Summary.of(meta, size) for _, entry_id, meta, size in found}
+
+    async def adopt(self) -> int:
+        """Index every object of the bucket (a full listing pass, paced): what the sweeper's
+        passes do over time, at once (tests, tools). Returns the objects indexed."""
+        if self.index is None:
+            return 0
+        before = await self.index.counters()
+        await self._listing_pass(None, resumable=False)
+        return (await self.index.counters())[0] - before[0]
+
+    async def _listing_pass(self, scope: object | None, *, resumable: bool) -> tuple[int, int]:
+        """Every object's header, page by page, deleting what `scope` matches. With an
+        incomplete index, every header read is indexed, and a pass that reaches the end of
+        the listing completes the index."""
+        decide: Callable[[str, EntryMeta], bool] = (
+            (lambda entry_id, meta: False) if scope is None else scope.matches  # type: ignore[attr-defined]
+        )
+        after = await self._load_cursor() if resumable else None
+        spent = entries = freed = 0
+        async for page in self.store.pages(after, self.page_size):
+            spent += 1 + len(page)
+            found = await self.store.heads([item["Key"] for item in page])
+            await self._index_found(found)
+            doomed = [(key, entry_id, size) for key, entry_id, meta, size in found
+                      if decide(entry_id, meta)]  # fmt: skip
+            if doomed:
+                spent += await self.store.delete([key for key, _, _ in doomed])
+                if self.index is not None:
+                    await self.index.remove([entry_id for _, entry_id, _ in doomed])
+                entries += len(doomed)
+                freed += sum(size for _, _, size in doomed)
+            if resumable and spent >= self.sweep_budget:
+                await self._save_cursor(page[-1]["Key"])
+                return entries, freed
+        if resumable:
+            await self._save_cursor(None)
+        if self.index is not None:
+            await self.index.mark_complete()
+        return entries, freed
+
+    async def _load_cursor(self) -> str | None:
+        """Where the last resumable pass stopped: in Redis with an index, else in S3."""
+        if self.index is not None:
+            return await self.index.cursor("sweep")
+        return await self.store.load_cursor()
+
+    async def _save_cursor(self, after: str | None) -> None:
+        if self.index is not None:
+            await self.index.set_cursor("sweep", after)
+        else:
+            await self.store.save_cursor(after)
+
+    async def _index_found(self, found: list[Found]) -> None:
+        if self.index is None or not found:
+            return
+        index = self.index
+
+        async def add() -> None:
+            pipe = index.redis.client.pipeline(transaction=False)
+            for _, entry_id, meta, size in found:
+                index.queue_add(pipe, entry_id, meta, size)
+            await pipe.execute()
+
+        await index.redis.guard("index adopt", add)
 
     async def scan(self) -> AsyncIterator[tuple[str, EntryMeta]]:
-        """Every object under the prefix, with the header read by a ranged GET."""
-
-        async def listing() -> list[dict[str, Any]]:
-            return [item async for item in self._objects()]
-
-        items = await self.guard("scan", listing)
-        for start in range(0, len(items), _SCAN_CONCURRENCY):
-            batch = items[start : start + _SCAN_CONCURRENCY]
-            heads = await asyncio.gather(
-                *(self._head(item["Key"]) for item in batch), return_exceptions=True
-            )
-            for item, head in zip(batch, heads, strict=True):
-                if isinstance(head, BaseException) or head is None:
-                    continue
-                yield item["Key"].rsplit("/", 1)[-1], head
-
-    async def _head(self, key: str) -> EntryMeta | None:
-        async def read() -> bytes:
-            client = await self.client()
-            response = await client.get_object(
-                Bucket=self.bucket, Key=key, Range=f"bytes=0-{HEADER_PROBE - 1}"
-            )
-            async with response["Body"] as stream:
-                return bytes(await stream.read())
-
-        try:
-            return read_header(await self.guard("scan", read))
-        except (ClientError, StorageError):
-            return None
+        """Every object under the prefix with its header (paced: for tools and inspection)."""
+        async for page in self.store.pages(None, 1000):
+            for _, entry_id, meta, _ in await self.store.heads([item["Key"] for item in page]):
+                yield entry_id, meta
 
     async def stats(self) -> TierStats:
-        """Objects and bytes under the prefix (a full listing: keep it off hot paths)."""
+        """Entries and bytes from the Redis index's counters; without one, from a listing of
+        the bucket made at most every `stats_max_age` seconds (no per-scrape LIST)."""
         stats = TierStats(
             name=self.name,
             errors=self.errors,
-            extra={"circuit": self.breaker.state, "skipped": self.skipped},
+            extra={"circuit": self.breaker.state, "skipped": self.store.skipped},
         )
+        if await self._indexed():
+            assert self.index is not None
+            with contextlib.suppress(StorageError):
+                stats.entries, stats.bytes = await self.index.counters()
+                stats.extra["indexed"] = True
+                return stats
+        now = time.monotonic()
+        if self._listed is None or now - self._listed[0] >= self.stats_max_age:
 
-        async def listing() -> tuple[int, int]:
-            count = size = 0
-            async for item in self._objects():
-                count += 1
-                size += int(item.get("Size", 0))
-            return count, size
+            async def listing() -> tuple[int, int]:
+                count = size = 0
+                async for page in self.store.pages(None, 1000):
+                    count += len(page)
+                    size += sum(int(item.get("Size", 0)) for item in page)
+                return count, size
 
-        with contextlib.suppress(StorageError):
-            stats.entries, stats.bytes = await self.guard("stats", listing)
+            with contextlib.suppress(StorageError):
+                self._listed = (now, *await listing())
+        if self._listed is not None:
+            stats.entries, stats.bytes = self._listed[1:]
+            stats.extra["listed_seconds_ago"] = round(now - self._listed[0], 1)
         return stats
 
     async def check(self) -> None:
         """Raise `StorageError` unless the bucket exists and is readable (`voicecache doctor`)."""
-
-        async def probe() -> None:
-            client = await self.client()
-            await client.head_bucket(Bucket=self.bucket)
-            listing = f"{self.prefix}/" if self.prefix else ""
-            await client.list_objects_v2(Bucket=self.bucket, Prefix=listing, MaxKeys=1)
-
-        try:
-            await self.guard("check", probe)
-        except ClientError as exc:
-            raise StorageError(f"s3 bucket {self.bucket!r}: {_code(exc)}") from exc
+        await self.store.check()
 
     async def aclose(self) -> None:
-        stack, self._stack, self._client = self._stack, None, None
-        if stack is not None:
-            await stack.aclose()
+        await self.store.aclose()
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+def lifecycle_tag(meta: EntryMeta, now: float) -> str | None:
+    """`voicecache-expiry-days=<d>` for the smallest lifecycle class that outlives the entry's
+    grace period (None: pinned, or longer than a year: left to the sweeper)."""
+    if meta.stale_until is None:
+        return None
+    days = math.ceil(max(0.0, meta.stale_until - now) / 86400)
+    for limit in LIFECYCLE_DAYS:
+        if days <= limit:
+            return f"{LIFECYCLE_TAG}={limit}"
+    return None
 
 
 def _metadata(meta: EntryMeta) -> dict[str, str]:

@@ -4,39 +4,17 @@ A purge (`invalidation.purge.PurgeFilter`) or the sweeper's scope (`invalidation
 Unreachable`) decides per entry with `matches(entry_id, meta)`. Evaluating that in Python
 means reading every header; the index holds the fields those scopes test, so the same
 condition becomes one SQL `WHERE` clause and SQLite finds the rows (by index for voice, tag
-and expiry). The scopes are recognised by shape (the `Protocol`s below) so that this module
-does not import the invalidation package, which imports the tiers.
+and expiry). The scopes are recognised by shape (`tiers/scopes.py`, shared with the Redis
+index) so that this module does not import the invalidation package, which imports the tiers.
 
 `where(scope)` returns None for a scope it does not know: the caller then scans headers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-
-@runtime_checkable
-class FilterScope(Protocol):
-    """The fields of `PurgeFilter` (every given condition must hold)."""
-
-    key: str | None
-    voice: str | None
-    tag: str | None
-    engine: str | None
-    model_version: str | None
-    older_than: float | None
-    expired: bool
-    all: bool
-    now: float
-
-
-@runtime_checkable
-class UnreachableScope(Protocol):
-    """The fields of the sweeper's `Unreachable` (any condition suffices)."""
-
-    model_versions: Mapping[str, str]
-    now: float
+from voicecache.cache.tiers.scopes import FilterScope, UnreachableScope
 
 
 def where(scope: object) -> tuple[str, list[Any]] | None:
