@@ -4,17 +4,12 @@ traffic does.
 Redis: reachable (every master of a Cluster), version, and the memory settings that decide
 what happens when it fills up: `maxmemory` 0 (unbounded: Redis grows until the machine
 swaps or the OOM killer strikes) and `maxmemory-policy noeviction` (writes fail once full)
-<<<<<<< HEAD
-are warnings; the recommended setting is a bounded `maxmemory` with `allkeys-lru` or
-`allkeys-lfu`. S3: the bucket exists and can be listed with the configured credentials.
-Engines: every configured engine can be reached (`Engine.probe`: a GET for HTTP engines, the
-library loading for eSpeak) and, with `--synthesize`, speaks one short word.
-=======
 are warnings, and so are `allkeys-*` policies, which may evict the index that purges and sweeps
 read (and pinned entries); the recommended setting is a bounded `maxmemory` with
 `volatile-lfu` or `volatile-lru`: only entries with an expiry are evicted. S3: the bucket
-exists and can be listed with the configured credentials.
->>>>>>> f06cc9a (Redis and S3 tiers: sweeps, purges and stats read an index in Redis, never every entry)
+exists and can be listed with the configured credentials. Engines: every configured engine
+can be reached (`Engine.probe`: a GET for HTTP engines, the library loading for eSpeak) and,
+with `--synthesize`, speaks one short word.
 
 Prints one line per finding; a failed check ends with one readable error line and exit 1.
 """

@@ -97,7 +97,7 @@ class RedisTier(Tier):
 
     async def check(self) -> None:
         """Raise `StorageError` unless Redis answers a PING (readiness probes)."""
-        await self.guard("check", self.client.ping)
+        await self.redis.guard("check", self.client.ping)
 
     # -- Tier protocol ----------------------------------------------------------------------------
 
