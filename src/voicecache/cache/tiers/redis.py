@@ -295,18 +295,19 @@ class RedisTier(Tier):
         return adopted
 
     async def audit(self) -> int:
-        """Check up to `audit_batch` index members (resuming where the last audit stopped)
-        and drop those whose entry Redis evicted; returns how many it dropped."""
+        """Check `audit_batch` index members (by rank, resuming where the last audit stopped,
+        wrapping around at the end) and drop those whose entry Redis evicted; returns how many
+        it dropped."""
         if self.audit_batch <= 0:
             return 0
         client, key = self.client, self.index.expiry_key
         start = int(await self.index.cursor("audit") or 0)
 
-        async def page() -> tuple[int, list[str]]:
-            cursor, members = await client.zscan(key, start, count=self.audit_batch)
-            return int(cursor), [_text(member) for member, _ in members]
+        async def page() -> list[str]:
+            found = await client.zrange(key, start, start + self.audit_batch - 1)
+            return [_text(member) for member in found]
 
-        cursor, members = await self.redis.guard("audit", page)
+        members = await self.redis.guard("audit", page)
         gone: list[str] = []
         for at in range(0, len(members), BATCH):
             batch = members[at : at + BATCH]
@@ -314,7 +315,11 @@ class RedisTier(Tier):
             gone += [entry_id for entry_id, hit in zip(batch, found, strict=True) if not hit]
         if gone:
             await self.index.remove(gone)
-        await self.index.set_cursor("audit", str(cursor) if cursor else None)
+        # Members after the dropped ones moved up by as many ranks.
+        after = start + len(members) - len(gone)
+        await self.index.set_cursor(
+            "audit", str(after) if len(members) == self.audit_batch else None
+        )
         return len(gone)
 
     async def scan(self) -> AsyncIterator[tuple[str, EntryMeta]]:
