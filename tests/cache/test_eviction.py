@@ -249,7 +249,11 @@ class TestWTinyLFUPolicy(PolicyContract):
             if not policy.access(key):
                 policy.admit(key, 10 * KB)
         survivors = sum(key in policy for key in hot)
-        assert survivors == len(hot)
+        # LRU keeps none of them (TestLRUPolicy.test_scan_flushes_hot_set). The sketch's rows
+        # are indexed by Python's per-process salted hash, so collisions vary by run: over 300
+        # hash seeds, 296 kept all 50 hot keys and 4 kept 49 (one scan key collided with a hot
+        # key in every row). Asserting all 50 failed about one run in 70.
+        assert survivors >= len(hot) - 1
         assert policy.used_bytes <= 1000 * KB
 
     def test_frequent_key_wins_admission(self) -> None:
