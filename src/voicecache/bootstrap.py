@@ -24,6 +24,7 @@ from voicecache.cache.invalidation.feed import PurgeFollower, attach
 from voicecache.cache.invalidation.maintenance import Maintenance
 from voicecache.cache.invalidation.sweeper import Sweeper
 from voicecache.cache.policy import Policy
+from voicecache.cache.segments import SegmentConfig, SegmentSpeaker, Template
 from voicecache.cache.service import Gateway
 from voicecache.cache.tiers import DiskTier, MemoryTier, Tier, TieredCache
 from voicecache.cluster.fill_lock import RedisFillLock
@@ -100,8 +101,9 @@ def build(
             metrics_dir, price_per_million_chars=settings.price_per_million_chars
         )
     )
+    specs = engine_specs(settings)
     gateway = Gateway(
-        engines=build_engines(engine_specs(settings), default=settings.engine),
+        engines=build_engines(specs, default=settings.engine),
         default_engine=settings.engine,
         cache=cache,
         policy=Policy(
@@ -119,6 +121,7 @@ def build(
         clock=clock,
         fill_lock=build_fill_lock(settings, redis),
         stale_while_revalidate=settings.stale_while_revalidate,
+        segments=SegmentSpeaker(segment_config(settings, specs)),
     )
     # Every purge of this cache (admin API, CLI, voice erasure) is announced to the other
     # processes on the host (file) and, with Redis, to every replica.
@@ -304,6 +307,31 @@ def build_fill_lock(settings: Settings, redis: RedisHandle | None) -> RedisFillL
     from voicecache.cluster.fill_lock import RedisFillLock
 
     return RedisFillLock(redis, settings.lock_ttl, settings.lock_wait)
+
+
+def segment_config(settings: Settings, specs: dict[str, EngineSpec]) -> SegmentConfig:
+    """Segments and templates: `VOICECACHE_SEGMENT*`, `segments` per engine, `[[templates]]`
+    (each compiled here, so a pattern that cannot work stops the start with its reason)."""
+    configs = settings.engine_configs()
+    return SegmentConfig(
+        mode=settings.segments,
+        engine_modes={name: config.segments for name, config in configs.items() if config.segments},
+        min_chars=settings.segment_min_chars,
+        max_chars=settings.segment_max_chars,
+        pause=settings.segment_pause,
+        comma_pause=settings.segment_comma_pause,
+        templates=tuple(
+            Template.compile(
+                template.pattern,
+                normalization=settings.normalization,
+                voice=template.voice,
+                engine=template.engine,
+                emotion=template.emotion,
+            )
+            for template in settings.templates
+        ),
+        concurrency={name: spec.max_concurrency for name, spec in specs.items()},
+    )
 
 
 def build_voices(settings: Settings, clock: Clock = time.time) -> VoiceRegistry:

@@ -59,6 +59,8 @@ EMOTION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 ENGINE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 MAX_TAGS = 16
+# How a request's text may be cut into cached pieces (`cache/segments/`): `off` is exact.
+SegmentMode = Literal["off", "sentence"]
 # Raw text may be longer than the limit (normalization collapses white space), but not
 # without bound: normalizing is work done before the limit can be checked.
 RAW_TEXT_SLACK = 16
@@ -94,6 +96,7 @@ class SpeechRequest:
     tags: tuple[str, ...] = ()
     personalized: bool = False
     instructions: str | None = None
+    segments: SegmentMode | None = None  # None: the engine's or the global setting decides
 
     @classmethod
     def create(
@@ -108,6 +111,7 @@ class SpeechRequest:
         tags: Iterable[str] | str | None = None,
         personalized: bool = False,
         instructions: str | None = None,
+        segments: SegmentMode | None = None,  # checked at the edge (a Literal field)
         normalization: Normalization = "standard",
         max_text_chars: int = 4000,
     ) -> SpeechRequest:
@@ -161,6 +165,7 @@ class SpeechRequest:
             tags=_parse_tags(tags),
             personalized=bool(personalized),
             instructions=instructions or None,
+            segments=segments,
         )
 
 
@@ -461,8 +466,8 @@ class Tier(ABC):
 
 # HIT: from a tier; MISS: this request called the engine; COALESCED: another request (here or
 # on another replica) called it; STALE: a stale copy, served after an engine error or while it
-# is refreshed in the background.
-Status = Literal["HIT", "MISS", "COALESCED", "STALE"]
+# is refreshed in the background; PARTIAL: a segmented text, some segments from the cache.
+Status = Literal["HIT", "MISS", "COALESCED", "STALE", "PARTIAL"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,6 +481,7 @@ class SpeechResult:
     tier: str | None
     meta: EntryMeta
     stored: bool = True
+    segments: tuple[int, int] | None = None  # a segmented text: (hits, total) segments
 
     @classmethod
     def of(
@@ -547,6 +553,8 @@ class GatewayObserver(Protocol):
     def request_failed(self, error: Exception, engine: str, seconds: float) -> None: ...
 
     def engine_call(self, engine: str, outcome: str, seconds: float, characters: int) -> None: ...
+
+    def segment_done(self, status: str, characters: int) -> None: ...
 
 
 class Lease(Protocol):

@@ -4,7 +4,7 @@ optional TOML file.
 Precedence, highest first: keyword arguments (tests, CLI flags) → environment → TOML file →
 defaults. The TOML file is named by `--config` on the CLI or `VOICECACHE_CONFIG`; its top-level
 keys are the setting names in lower case (`memory_bytes = 1_000_000`), and tables hold the
-structured settings (`[[ttl_rules]]`, `[engines.NAME]`, `[emotion_prompts]`).
+structured settings (`[[ttl_rules]]`, `[[templates]]`, `[engines.NAME]`, `[emotion_prompts]`).
 
 Settings are parsed once at the edge (`create_app(settings)`, the CLI) and plain values are
 passed inward; nothing below this module reads the environment.
@@ -27,6 +27,7 @@ from pydantic_settings import (
 
 from voicecache.cache.policy import TtlRule
 from voicecache.keys import Normalization
+from voicecache.model import SegmentMode
 from voicecache.units import parse_duration, parse_size
 
 StorageCodec = Literal["flac", "wav", "opus", "mp3"]
@@ -48,7 +49,17 @@ class EngineConfig(BaseModel):
     retry_base_delay: float = 1.0
     breaker_failures: int = 5
     breaker_cooldown: float = 30.0
+    segments: SegmentMode | None = None  # None: VOICECACHE_SEGMENTS decides
     options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TemplateConfig(BaseModel):
+    """One `[[templates]]` entry: a personalized line's pattern and optional conditions."""
+
+    pattern: str
+    voice: str | None = None
+    engine: str | None = None
+    emotion: str | None = None
 
 
 class Settings(BaseSettings):
@@ -74,6 +85,14 @@ class Settings(BaseSettings):
     normalization: Normalization = "standard"
     max_text_chars: int = 4000
     default_voice: str = "en"
+
+    # -- segments and templates --------------------------------------------------------------
+    segments: SegmentMode = "off"
+    segment_min_chars: Annotated[int, Field(ge=1)] = 6
+    segment_max_chars: Annotated[int, Field(ge=1)] = 150
+    segment_pause: float = 0.12
+    segment_comma_pause: float = 0.06
+    templates: list[TemplateConfig] = Field(default_factory=list)
 
     # -- engines ---------------------------------------------------------------------------
     engine: str = "espeak"
@@ -161,6 +180,14 @@ class Settings(BaseSettings):
     @classmethod
     def _durations(cls, value: Any) -> Any:
         return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("segment_pause", "segment_comma_pause", mode="before")
+    @classmethod
+    def _pauses(cls, value: Any) -> Any:
+        seconds = parse_duration(value) if isinstance(value, str) else value
+        if isinstance(seconds, int | float) and not 0 <= seconds <= 5:
+            raise ValueError(f"a pause of {value!r} seconds is not 0-5 s (write e.g. 120ms)")
+        return seconds
 
     @field_validator(
         "memory_bytes",

@@ -140,6 +140,22 @@ class Filler:
             if stale is not None:
                 return SpeechResult.of(stale.entry, "STALE", stale.tier)
             raise
+        return await self.store(plan, pcm, control, since, encoded)
+
+    async def store(
+        self,
+        plan: Plan,
+        pcm: codecs.Audio,
+        control: CacheControl,
+        since: int,
+        encoded: bytes | None = None,
+    ) -> SpeechResult:
+        """`pcm` as the audio of `plan`: its canonical entry and the requested variant
+        (`encoded`: already encoded, by a live render), encoded with the lifetimes the policy
+        decides and stored unless the request or the policy says not to (a MISS). Also
+        stores the joined audio of a segmented text."""
+        fmt = plan.request.format
+        canonical_id = plan.key.variant_id(self.storage_codec)
         decided = self.policy.resolve(plan.request, plan.engine.name, control)
         store = not control.no_store and (decided.ttl is None or decided.ttl > 0)
         if encoded is not None and fmt == self.storage_codec:

@@ -183,6 +183,25 @@ class CacheLookup:
             return SpeechResult.of(stale.entry, "STALE", stale.tier)
         return await self.filler.fill_shared(plan, control, stale, since, live)
 
+    async def find(self, plan: Plan) -> SpeechResult | None:
+        """Fresh stored audio for `plan` (a variant derived from the canonical entry counts),
+        as a HIT; None otherwise. Never fills: for callers with their own way to make it."""
+        fmt = plan.request.format
+        variant_id = plan.key.variant_id(fmt)
+        hit = self.memory_hit(variant_id)
+        if hit is not None:
+            return hit
+        since = self.cache.generation
+        found = await self.cache.get(variant_id)
+        if found is not None and found.fresh:
+            self.note_hit(variant_id, found.entry.meta)
+            return SpeechResult.of(found.entry, "HIT", found.tier)
+        if fmt != self.storage_codec:
+            canonical = await self.cache.get(plan.key.variant_id(self.storage_codec))
+            if canonical is not None and canonical.fresh:
+                return await derive_variant(self.cache, plan.key.digest, canonical, fmt, since)
+        return None
+
     async def fetch(self, digest: str, fmt: AudioFormat, tenant: str | None) -> SpeechResult:
         """Stored audio by key; a missing format is derived from the canonical entry.
 

@@ -6,7 +6,9 @@
 - the lookup (`lookup.py`): memory tier, then the slower tiers, identical requests coalesced;
 - the fill (`fill.py`): fill lock, admission, engine, encode, store, stale-if-error;
 - the background refresh of stale entries (`refresh.py`);
-- format variants transcoded from the canonical entry (`variants.py`).
+- format variants transcoded from the canonical entry (`variants.py`);
+- texts spoken as cached segments and templates (`segments/`), composed on top: `speak` hands
+  each request to the segment speaker first, which answers None when it is to be spoken whole.
 
 `speak` and `fetch` time and observe each request; `speak_stream` is `speak` for streamed
 responses (`SpeechStream`), observed when its last byte has been handed on. `memory_hit` and
@@ -27,8 +29,9 @@ from voicecache.cache.fill import Filler
 from voicecache.cache.lookup import CacheLookup
 from voicecache.cache.policy import CacheControl, Policy
 from voicecache.cache.refresh import Refresher
+from voicecache.cache.segments import SegmentSpeaker
 from voicecache.cache.tiers.tiered import TieredCache
-from voicecache.codecs import AudioFormat
+from voicecache.codecs import Audio, AudioFormat
 from voicecache.errors import ConfigError, InvalidRequest, UnknownEmotion, UnknownVoice
 from voicecache.keys import build_key
 from voicecache.model import (
@@ -69,6 +72,9 @@ class NullObserver:
     def engine_call(self, engine: str, outcome: str, seconds: float, characters: int) -> None:
         pass
 
+    def segment_done(self, status: str, characters: int) -> None:
+        pass
+
 
 @dataclass
 class Gateway:
@@ -86,15 +92,18 @@ class Gateway:
     # Cross-replica coalescing (`cluster/fill_lock.py`), given when Redis is configured.
     fill_lock: FillLock | None = None
     stale_while_revalidate: bool = False
+    # Segments and templates (`segments/`); None: every request is spoken whole.
+    segments: SegmentSpeaker | None = None
     _coalescer: Coalescer[SpeechResult] = field(default_factory=Coalescer, init=False, repr=False)
     _refresher: Refresher = field(init=False, repr=False)
     _lookup: CacheLookup = field(init=False, repr=False)
+    _filler: Filler = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.default_engine not in self.engines:
             raise ConfigError(f"default engine {self.default_engine!r} is not configured")
         self._refresher = Refresher(self._coalescer)
-        filler = Filler(
+        self._filler = filler = Filler(
             cache=self.cache,
             policy=self.policy,
             observer=self.observer,
@@ -173,7 +182,11 @@ class Gateway:
         try:
             plan = await self.plan(request, tenant)
             engine_name = plan.engine.name
-            result = await self._lookup.serve(plan, control)
+            result = None
+            if self.segments is not None:
+                result = await self.segments.speak(self, plan, tenant, control)
+            if result is None:
+                result = await self._lookup.serve(plan, control)
         except Exception as exc:
             self.observer.request_failed(exc, engine_name, time.perf_counter() - started)
             raise
@@ -219,6 +232,29 @@ class Gateway:
             raise
         if stream.result is not None:
             self.observer.request_done(stream.result, engine, time.perf_counter() - started)
+
+    async def speak_whole(
+        self,
+        request: SpeechRequest,
+        *,
+        tenant: str | None = None,
+        control: CacheControl = CacheControl(),  # noqa: B008 - frozen, safe to share
+    ) -> SpeechResult:
+        """`speak` for one segment of a segmented text: never split, not observed as a request
+        (the segment speaker observes it as a segment)."""
+        return await self._lookup.serve(await self.plan(request, tenant), control)
+
+    async def cached(self, plan: Plan) -> SpeechResult | None:
+        """Fresh stored audio for `plan` as a HIT, or None; never calls an engine."""
+        return await self._lookup.find(plan)
+
+    async def store(
+        self, plan: Plan, pcm: Audio, control: CacheControl, since: int | None = None
+    ) -> SpeechResult:
+        """Encode and store `pcm` as the audio of `plan`, exactly as a fill would (the lifetimes
+        of the policy, `control`); `since` is the cache generation the audio was begun at."""
+        generation = self.cache.generation if since is None else since
+        return await self._filler.store(plan, pcm, control, generation)
 
     async def _speed_one(self, plan: Plan) -> SpeechResult:
         """The line of `plan` at speed 1.0 in the storage codec, served like any request."""

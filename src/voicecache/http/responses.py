@@ -67,6 +67,9 @@ def cache_headers(result: SpeechResult, now: float) -> list[tuple[bytes, bytes]]
     ]
     if result.tier is not None:
         headers.append((b"x-cache-tier", result.tier.encode()))
+    if result.segments is not None:  # a text spoken in segments: how many were cached
+        hits, total = result.segments
+        headers.append((b"x-cache-segments", f"{hits}/{total}".encode()))
     return headers
 
 

@@ -24,6 +24,9 @@ from voicecache.model import SpeechResult
 # Result statuses as the metrics spell them (lower case), in bucket order.
 RESULTS = ("hit", "miss", "coalesced", "stale", "error")
 _INDEX = {name.upper(): i for i, name in enumerate(RESULTS)}
+# A segmented text some of whose segments the engine made counts as a miss here.
+_INDEX["PARTIAL"] = _INDEX["MISS"]
+_MISSES = ("MISS", "PARTIAL")
 
 
 class _Line:
@@ -39,7 +42,7 @@ class _Line:
         self.engine = meta.engine
         self.tags = meta.tags
         self.bytes = len(result.data)
-        self.stored = result.status == "MISS" and result.stored
+        self.stored = result.status in _MISSES and result.stored
         self.requests = 0
         self.hits = 0
 
@@ -108,7 +111,7 @@ class Insights:
         """One served request."""
         status = result.status
         self._count(_INDEX.get(status, 0))
-        if status == "MISS":
+        if status in _MISSES:
             self._miss_latency.append(seconds)
         else:
             self._hit_latency.append(seconds)
@@ -117,7 +120,7 @@ class Insights:
             line = _Line(result)
             self._lines[result.key] = line
         line.requests += 1
-        if status != "MISS":
+        if status not in _MISSES:
             line.hits += 1
 
     @property

@@ -2,7 +2,7 @@
 
 Per request (plain counters, ~1 µs plus the dashboard's `Insights`):
 
-    voicecache_requests_total{result="hit|miss|coalesced|stale|error",tier,engine}
+    voicecache_requests_total{result="hit|miss|coalesced|stale|partial|error",tier,engine}
     voicecache_request_seconds{result}                 histogram
     voicecache_first_byte_seconds{result}              histogram: streamed responses, from
                                                        the request's arrival to the first
@@ -10,6 +10,9 @@ Per request (plain counters, ~1 µs plus the dashboard's `Insights`):
     voicecache_engine_calls_total{engine,outcome}      outcome "ok" or the error class
     voicecache_engine_seconds{engine}                  histogram
     voicecache_characters_total{source="engine|cache"} characters synthesized vs served
+                                                       (a segmented text: per segment)
+    voicecache_segments_total{result="hit|miss|coalesced|stale|error"}
+                                                       segments of segmented texts
     voicecache_cost_saved_total                        cache characters × price per million
     voicecache_errors_total{type}                      error answers (4xx/5xx) by error class
 
@@ -79,6 +82,7 @@ HELP = {
         "Estimated engine cost avoided by cache hits (price_per_million_chars)"
     ),
     "voicecache_errors": "Error answers (HTTP 4xx/5xx) by error class",
+    "voicecache_segments": "Segments of texts spoken in segments, by how each was obtained",
 }
 
 
@@ -134,6 +138,7 @@ class Metrics(Collector):
         self.engine_calls: dict[tuple[str, str], int] = {}
         self.engine_seconds: dict[str, _Histogram] = {}
         self.characters = {"engine": 0, "cache": 0}
+        self.segments: dict[str, int] = {}
         self.cost_saved = 0.0
         self.errors: dict[str, int] = {}
         self._reader = StateReader()
@@ -165,7 +170,8 @@ class Metrics(Collector):
             bounded = bounded_labels(self.request_seconds, status, "other")
             histogram = self.request_seconds.setdefault(bounded, _Histogram(LATENCY_BUCKETS))
         histogram.observe(seconds)
-        if status != "miss":
+        # A segmented text's characters were counted segment by segment (`segment_done`).
+        if status != "miss" and result.segments is None:
             characters = len(result.meta.text)
             self.characters["cache"] += characters
             self.cost_saved += characters * self.price_per_char
@@ -202,6 +208,13 @@ class Metrics(Collector):
         histogram.observe(seconds)
         if outcome == "ok":
             self.characters["engine"] += characters
+
+    def segment_done(self, status: str, characters: int) -> None:
+        result = status.lower()
+        self.segments[result] = self.segments.get(result, 0) + 1
+        if result not in ("miss", "error"):  # the engine's characters come from engine_call
+            self.characters["cache"] += characters
+            self.cost_saved += characters * self.price_per_char
 
     # -- scraping ----------------------------------------------------------------------------
 
@@ -247,7 +260,22 @@ class Metrics(Collector):
         )
         for name, count in list(self.errors.items()):
             errors.add_metric([name], count)
-        return [requests, seconds, first_byte, calls, engine_seconds, characters, cost, errors]
+        segments = CounterMetricFamily(
+            "voicecache_segments", HELP["voicecache_segments"], labels=["result"]
+        )
+        for result, count in list(self.segments.items()):
+            segments.add_metric([result], count)
+        return [
+            requests,
+            seconds,
+            first_byte,
+            calls,
+            engine_seconds,
+            characters,
+            cost,
+            errors,
+            segments,
+        ]
 
     def current_state(self) -> list[Sample]:
         """The tier and engine state samples as of the last `refresh`."""

@@ -143,6 +143,9 @@ class MultiprocessMetrics(Metrics):
         self._errors = Counter(
             "voicecache_errors", HELP["voicecache_errors"], ["type"], registry=None
         )
+        self._segments = Counter(
+            "voicecache_segments", HELP["voicecache_segments"], ["result"], registry=None
+        )
         # One gauge per state family, one value per process (`liveall`: the pid is a label).
         self._gauges = {
             name: Gauge(name, help_text, list(labels), registry=None, multiprocess_mode="liveall")
@@ -161,7 +164,8 @@ class MultiprocessMetrics(Metrics):
     def request_done(self, result: SpeechResult, engine: str, seconds: float) -> None:
         status = result.status.lower()
         self._count(status, result.tier or "none", engine, seconds)
-        if status != "miss":
+        # A segmented text's characters were counted segment by segment (`segment_done`).
+        if status != "miss" and result.segments is None:
             # The money saved is these characters times the price: computed when read.
             self._cache_characters.inc(len(result.meta.text))
         self.insights.record(result, seconds)
@@ -195,6 +199,12 @@ class MultiprocessMetrics(Metrics):
         _child(self._children, self._engine_seconds, (engine,), ("other",)).observe(seconds)
         if outcome == "ok":
             self._engine_characters.inc(characters)
+
+    def segment_done(self, status: str, characters: int) -> None:
+        result = status.lower()
+        _child(self._children, self._segments, (result,), ("other",)).inc()
+        if result not in ("miss", "error"):  # the engine's characters come from engine_call
+            self._cache_characters.inc(characters)
 
     # -- state: published by every worker, read by the one scraped ---------------------------
 

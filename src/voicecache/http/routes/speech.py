@@ -69,6 +69,11 @@ class OpenAISpeechBody(BaseModel):
         description="Stream the audio as it is made: `audio` (raw bytes, chunked) or `sse` "
         "(server-sent events); absent: the whole file",
     )
+    segments: Literal["sentence", "off"] | None = Field(
+        None,
+        description="Extension: speak the text as cached sentences (`sentence`) or whole "
+        "(`off`); absent: the engine's or the server's setting",
+    )
 
 
 class TTSBody(BaseModel):
@@ -86,6 +91,7 @@ class TTSBody(BaseModel):
     personalized: bool = False
     instructions: str | None = None
     stream: bool = False
+    segments: Literal["sentence", "off"] | None = None
 
 
 class StreamRequested(ValueError):
@@ -127,6 +133,7 @@ def openai_request(
         tags=_merge_tags(body.tags, tags_header),
         personalized=body.personalized or _truthy(personalized_header),
         instructions=body.instructions,
+        segments=body.segments,
         normalization=settings.normalization,
         max_text_chars=settings.max_text_chars,
     )
@@ -149,6 +156,7 @@ def native_request(
         tags=_merge_tags(body.tags, tags_header),
         personalized=body.personalized or _truthy(personalized_header),
         instructions=body.instructions,
+        segments=body.segments,
         normalization=settings.normalization,
         max_text_chars=settings.max_text_chars,
     )
