@@ -43,7 +43,8 @@ class Target(Protocol):
 
 def _outcome(status: str) -> Outcome:
     # COALESCED: another line of this run asked for the same audio at the same time.
-    return "new" if status == "MISS" else "cached"
+    # PARTIAL: a text in segments, some of which the engine made.
+    return "new" if status in ("MISS", "PARTIAL") else "cached"
 
 
 @dataclass(frozen=True, slots=True)
