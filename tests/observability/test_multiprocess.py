@@ -75,3 +75,43 @@ def test_counts_of_every_process_add_up_and_labels_stay_bounded(tmp_path: Path) 
 def test_without_the_environment_variable_it_refuses(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="PROMETHEUS_MULTIPROC_DIR"):
         MultiprocessMetrics(tmp_path, price_per_million_chars=15.0)
+
+
+SEGMENTS_CHILD = """
+import json, sys
+from pathlib import Path
+from voicecache.model import EntryMeta, SpeechResult
+from voicecache.observability.multiprocess import MultiprocessMetrics
+
+metrics = MultiprocessMetrics(Path(sys.argv[1]), price_per_million_chars=10.0)
+meta = EntryMeta(key="b" * 64, format="wav", sample_rate=22050, duration=1.0, size=5,
+                 checksum="c", created=0.0, expires_at=None, stale_until=None,
+                 text="Hello there. Welcome back.")
+metrics.segment_done("HIT", 12)
+metrics.segment_done("MISS", 13)
+metrics.request_done(SpeechResult(b"a", "wav", "b" * 64, "PARTIAL", None, meta, segments=(1, 2)),
+                     "espeak", 0.01)
+lines = metrics.exposition().decode().splitlines()
+counted = [line for line in lines if line.startswith("voicecache_segments_total")]
+print(json.dumps({"totals": metrics.totals(), "lines": counted}))
+"""
+
+
+def test_segments_are_counted_across_processes(tmp_path: Path) -> None:
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", SEGMENTS_CHILD, str(tmp_path)],
+            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert sorted(result["lines"]) == [
+        'voicecache_segments_total{result="hit"} 2.0',
+        'voicecache_segments_total{result="miss"} 2.0',
+    ]
+    # Per segment: the hit segments' characters, never the segmented text's as a whole.
+    assert result["totals"]["characters"]["cache"] == 2 * 12
+    assert result["totals"]["requests"] == {"partial": 2}
