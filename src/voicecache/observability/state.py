@@ -104,9 +104,11 @@ def _state(value: object) -> str | None:
 
 
 class StateReader:
-    """Reads `StateSnapshot`s. Some tiers count by listing (a Redis SCAN, an S3 listing), so
-    each tier's stats are kept for 50 times as long as reading them took: free for memory
-    and disk, seconds for a large bucket, however often someone looks."""
+    """Reads `StateSnapshot`s. Remote tiers count by listing (a Redis SCAN, an S3 listing), so
+    their stats are kept for 50 times as long as reading them took: seconds for a large
+    bucket, however often someone looks. Local tiers (memory, disk: no breaker) are read
+    every time: their counts are cheap, and a read that was slow only because the disk
+    tier's thread was busy must not freeze its numbers for many seconds."""
 
     def __init__(self) -> None:
         self._tier_stats: dict[str, tuple[float, TierStats]] = {}
@@ -115,6 +117,7 @@ class StateReader:
         tiers: list[TierStats] = []
         circuits: dict[str, str] = {}
         for tier in gateway.cache.tiers:
+            breaker = getattr(tier, "breaker", None)
             cached = self._tier_stats.get(tier.name)
             now = time.monotonic()
             if cached is not None and now < cached[0]:
@@ -124,10 +127,10 @@ class StateReader:
                     stats = await tier.stats()
                 except Exception:  # a dead tier still gets its error counter exposed
                     stats = TierStats(name=tier.name)
-                self._tier_stats[tier.name] = (now + (time.monotonic() - now) * 50, stats)
+                if breaker is not None:
+                    self._tier_stats[tier.name] = (now + (time.monotonic() - now) * 50, stats)
             tiers.append(stats)
             # Read live: a breaker changes state between two listings of a large store.
-            breaker = getattr(tier, "breaker", None)
             state = _state(getattr(breaker, "state", None) or stats.extra.get("circuit"))
             if state is not None:
                 circuits[tier.name] = state
