@@ -198,9 +198,13 @@ def start_gateway(
     cores: str | None = SERVER_CORES,
     data_dir: Path | None = None,
     wait: bool = True,
+    server: str = "voicecache",
 ) -> tuple[Process, str]:
     """``voicecache serve`` as a child process, configured by ``VOICECACHE_*`` variables
-    (``wait=False``: return at once, call ``wait_http(url + "/healthz")`` later)."""
+    (``wait=False``: return at once, call ``wait_http(url + "/healthz")`` later).
+
+    ``server="granian"`` serves the same app factory with granian instead (uvloop, HTTP/1),
+    for side-by-side comparisons of ASGI servers."""
     port = free_port()
     data = data_dir or Path(tempfile.mkdtemp(prefix="bench-voicecache-"))
     full_env = {
@@ -208,8 +212,14 @@ def start_gateway(
         "VOICECACHE_LOG_LEVEL": "warning",
         **env,
     }
-    command = [PYTHON, "-m", "voicecache", "serve", "--port", str(port)]
-    command += ["--workers", str(workers)]
+    if server == "granian":
+        command = [PYTHON, "-m", "granian", "--interface", "asgi", "--factory", "--no-ws"]
+        command += ["--http", "1", "--loop", "uvloop", "--log-level", "warning"]
+        command += ["--host", LOOPBACK, "--port", str(port), "--workers", str(workers)]
+        command += ["voicecache.http.server:app_from_environment"]
+    else:
+        command = [PYTHON, "-m", "voicecache", "serve", "--port", str(port)]
+        command += ["--workers", str(workers)]
     process = Process("voicecache", pinned(command, cores), env=full_env).start()
     url = f"http://{LOOPBACK}:{port}"
     if wait:

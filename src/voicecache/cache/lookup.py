@@ -61,6 +61,16 @@ class CacheLookup:
     stale_while_revalidate: bool = False
     # Work id → the live render of a fill led by a streamed request, while the work runs.
     _live: dict[str, LiveRender] = field(default_factory=dict, init=False, repr=False)
+    # The fast lane's reads below memory: identical concurrent reads share one.
+    _reads: Coalescer[Lookup | None] = field(default_factory=Coalescer, init=False, repr=False)
+
+    async def cold(self, variant_id: str) -> Lookup | None:
+        """The entry from the tiers below memory with cheap integrity checks (see
+        `TieredCache.get`), for the fast lane; concurrent identical reads share one (a herd
+        of hits must not send thousands of GETs to Redis at once)."""
+        work_id = f"{variant_id}@{self.cache.generation}"
+        found, _ = await self._reads.run(work_id, lambda: self.cache.get(variant_id, cheap=True))
+        return found
 
     async def serve(self, plan: Plan, control: CacheControl) -> SpeechResult:
         """Audio for `plan`: from the cache when fresh, else from the fill (coalesced)."""

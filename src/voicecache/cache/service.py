@@ -285,6 +285,20 @@ class Gateway:
             entry.data, entry.meta.format, entry.meta.key, "HIT", found.tier, entry.meta
         )
 
+    async def cold_peek(self, variant_id: str) -> SpeechResult | None:
+        """A fresh hit from the tiers below memory (disk, Redis, S3), not yet counted (as
+        `memory_peek`): the fast lane's lookup once memory missed. Integrity is checked
+        cheaply (header and length; each stored copy's checksum once per process), and the
+        hit is promoted into memory in the background. None for a miss or a stale entry:
+        the slow path decides those."""
+        found = await self._lookup.cold(variant_id)
+        if found is None or not found.fresh:
+            return None
+        entry = found.entry
+        return SpeechResult(
+            entry.data, entry.meta.format, entry.meta.key, "HIT", found.tier, entry.meta
+        )
+
     def note_hit(self, entry_id: str, meta: EntryMeta) -> None:
         """Record a served cache hit: extends sliding and popular entries' lives by an
         occasional header touch. Cheap (a dict update), so the fast lane calls it too.

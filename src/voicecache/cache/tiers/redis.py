@@ -102,6 +102,13 @@ class RedisTier(Tier):
     # -- Tier protocol ----------------------------------------------------------------------------
 
     async def get(self, entry_id: str) -> Entry | None:
+        return await self._get(entry_id, verify=True)
+
+    async def read(self, entry_id: str) -> Entry | None:
+        """One GET (one round trip), header and length checked, checksum not."""
+        return await self._get(entry_id, verify=False)
+
+    async def _get(self, entry_id: str, *, verify: bool) -> Entry | None:
         try:
             blob = await self.redis.guard("get", lambda: self.client.get(self.key(entry_id)))
         except CircuitOpen:
@@ -109,7 +116,7 @@ class RedisTier(Tier):
         if not isinstance(blob, bytes):
             return None  # absent (the client never decodes responses, so never a str)
         try:
-            return Entry.from_bytes(blob)
+            return Entry.from_bytes(blob, verify=verify)
         except StorageError:
             self.corrupt += 1
             await self.delete(entry_id)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from voicecache.cache.tiers.memory import MemoryTier
-from voicecache.model import Entry, EntryMeta, Tier
+from voicecache.model import Entry, EntryMeta, Tier, checksum
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ PurgeAnnouncer = Callable[[PurgeScope, Sequence[Tier]], Awaitable[None]]
 
 # Finished purges remembered for racing operations; older ones fold into a horizon.
 _KEEP_PURGES = 64
+# Verified stored copies remembered for cheap reads (~200 bytes each).
+_KEEP_CHECKED = 100_000
 
 
 class TieredCache:
@@ -79,6 +81,8 @@ class TieredCache:
         self._horizon = 0
         # Set by the purge feed (`invalidation.feed.attach`): purges here reach other processes.
         self.announcer: PurgeAnnouncer | None = None
+        # Stored copies whose checksum a cheap read verified (insertion order: oldest first).
+        self._checked: dict[tuple[str, str, str], None] = {}
 
     # -- purge fencing -------------------------------------------------------------------------
 
@@ -127,20 +131,28 @@ class TieredCache:
             return None
         return Lookup(entry, self.memory.name, True)
 
-    async def get(self, entry_id: str) -> Lookup | None:
+    async def get(self, entry_id: str, *, cheap: bool = False) -> Lookup | None:
         """The first live entry from the fastest tier that has it, promoted to faster tiers.
 
         An entry past its grace period counts as absent (and is deleted where found), and so
-        does an entry covered by a purge that ran while it was being read."""
+        does an entry covered by a purge that ran while it was being read.
+
+        `cheap` (the fast lane): tiers check headers and lengths only (`Tier.read`) and the
+        checksum of each stored copy is verified here once per process, so a copy damaged
+        at rest is dropped at its first read, and later hits skip hashing the audio."""
         now = self.clock()
         since = self.generation
         for index, tier in enumerate(self.tiers):
             try:
-                entry = await tier.get(entry_id)
+                entry = await (tier.read(entry_id) if cheap else tier.get(entry_id))
             except Exception as exc:  # a tier failure is a miss, never an error
                 self._count_error(tier, "get", exc)
                 continue
             if entry is None:
+                continue
+            if cheap and tier is not self.memory and not self._verified(tier, entry_id, entry):
+                self._count_error(tier, "get", ValueError(f"checksum mismatch for {entry_id}"))
+                self._spawn(self._delete_in(tier, entry_id))
                 continue
             meta = entry.meta
             if meta.stale_until is not None and now >= meta.stale_until:
@@ -153,6 +165,19 @@ class TieredCache:
             fresh = meta.expires_at is None or now < meta.expires_at
             return Lookup(entry, tier.name, fresh)
         return None
+
+    def _verified(self, tier: Tier, entry_id: str, entry: Entry) -> bool:
+        """Whether this stored copy's checksum holds: computed on its first read in this
+        process, remembered by (tier, id, checksum) afterwards (a rewrite is a new copy)."""
+        copy = (tier.name, entry_id, entry.meta.checksum)
+        if copy in self._checked:
+            return True
+        if checksum(entry.data) != entry.meta.checksum:
+            return False
+        self._checked[copy] = None
+        if len(self._checked) > _KEEP_CHECKED:
+            self._checked.pop(next(iter(self._checked)))  # the oldest
+        return True
 
     async def set(self, entry_id: str, entry: Entry, since: int | None = None) -> None:
         """Write through to every tier concurrently.

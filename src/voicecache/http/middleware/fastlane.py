@@ -1,4 +1,4 @@
-"""The fast lane: memory-tier hits answered in raw ASGI, before FastAPI routing.
+"""The fast lane: cache hits answered in raw ASGI, before FastAPI routing.
 
 A cache hit should cost close to what a static file server spends on the same bytes. FastAPI's
 routing, dependency injection and response classes cost several times the work of the hit
@@ -7,7 +7,10 @@ the requests per second of nginx, raw ASGI about 0.66×), so this middleware ans
 case itself:
 
 - `GET /v1/audio/{key}.{format}` and `POST /tts` / `POST /v1/audio/speech` whose audio is fresh
-  in the memory tier;
+  in the memory tier or, failing that, in a slower tier (disk, Redis, S3: `Gateway.cold_peek`,
+  one read shared by identical concurrent requests; the disk tier reads in its own thread
+  pool, `VOICECACHE_DISK_IO_THREADS`; integrity is checked by header and length, each stored
+  copy's checksum once per process, and the hit is promoted into memory);
 - with no conditional or partial request headers (`Range`, `If-None-Match`, …) and no
   `Cache-Control: no-cache`.
 
@@ -102,6 +105,8 @@ class FastLane:
             gateway = services_of(scope).gateway
             entry_id = f"{match.group(1)}.{match.group(2)}"
             result = gateway.memory_peek(entry_id)
+            if result is None:
+                result = await gateway.cold_peek(entry_id)
             if result is None or result.meta.tenant is not None:
                 # Private audio: the slow path checks the tenant (and counts the hit if served).
                 await self.app(scope, receive, send)
@@ -140,6 +145,10 @@ class FastLane:
             )
         if resolved is not None:
             result = gateway.memory_hit(resolved[0])
+            if result is None:
+                result = await gateway.cold_peek(resolved[0])
+                if result is not None:  # the key carries any tenant: the hit is theirs
+                    gateway.note_hit(resolved[0], result.meta)
             if result is not None:
                 note_result(scope, result)
                 await self._respond(send, result, gateway.clock())

@@ -117,6 +117,11 @@ class DiskTier(Tier):
         check_id(entry_id)
         return await self._run(self.store.get, entry_id)
 
+    async def read(self, entry_id: str) -> Entry | None:
+        """`get` without the checksum (index row, file size and header still checked)."""
+        check_id(entry_id)
+        return await self._run(self.store.get, entry_id, False)
+
     async def set(self, entry_id: str, entry: Entry) -> None:
         check_id(entry_id)
         await self._run(self.store.set, entry_id, entry)

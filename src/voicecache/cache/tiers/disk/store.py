@@ -122,7 +122,7 @@ class DiskStore:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def get(self, entry_id: str) -> Entry | None:
+    def get(self, entry_id: str, verify: bool = True) -> Entry | None:
         row = self.index.lookup(entry_id)
         if row is None:
             return None if self.migrated else self._get_legacy(entry_id)
@@ -146,7 +146,7 @@ class DiskStore:
         try:
             if len(blob) != row.size:
                 raise StorageError(f"size mismatch for {meta.key}")
-            data = files.unwrap(blob, meta)
+            data = files.unwrap(blob, meta, verify=verify)
         except StorageError as exc:
             log.warning("disk tier: dropping corrupt entry %s: %s", entry_id, exc)
             self.errors += 1
