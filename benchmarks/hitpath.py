@@ -18,6 +18,7 @@ Usage: ``python -m benchmarks.hitpath [--quick] [--out FILE.json]``
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -47,6 +48,9 @@ class Params:
     seconds: float
     rounds: int
     profile_seconds: float
+    # ASGI servers the gateway runs under: "voicecache" (`voicecache serve`: uvicorn, uvloop,
+    # httptools) and "granian" (the same app factory), side by side with 1 worker.
+    servers: tuple[str, ...] = ("voicecache",)
 
 
 FULL = Params(
@@ -56,6 +60,7 @@ FULL = Params(
     seconds=3.0,
     rounds=2,
     profile_seconds=6.0,
+    servers=("voicecache", "granian"),
 )
 QUICK = Params(
     workers=(1,),
@@ -65,6 +70,43 @@ QUICK = Params(
     rounds=1,
     profile_seconds=0.0,
 )
+
+
+# -- CPU time of a server's process tree ---------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _process_tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time of these processes so far (all their threads)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            continue
+    return ticks / _TICK
 
 
 # -- wrk ---------------------------------------------------------------------------------------
@@ -102,8 +144,18 @@ def parse_wrk(output: str) -> dict[str, Any]:
 
 
 def wrk(
-    url: str, connections: int, seconds: float, script: Path | None, cores: str | None
+    url: str,
+    connections: int,
+    seconds: float,
+    script: Path | None,
+    cores: str | None,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
+    """One wrk measurement; with `server_pid`, also the server's CPU time per request (its
+    process tree's user + system time over the run), which other load on a shared machine
+    disturbs far less than requests per second."""
+    pids = _process_tree(server_pid) if server_pid is not None else []
+    before = cpu_seconds(pids)
     command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
     if script is not None:
         command += ["-s", str(script)]
@@ -116,6 +168,9 @@ def wrk(
     )
     result = parse_wrk(done.stdout)
     result["valid"] = result["non_2xx"] == 0 and result["requests"] > 0
+    if pids:
+        used = cpu_seconds(pids) - before
+        result["cpu_us_per_request"] = 1e6 * used / max(1, result["requests"])
     return result
 
 
@@ -303,6 +358,12 @@ def run(quick: bool = False, params: Params | None = None) -> dict[str, Any]:
                     redis.flushall()
                     env["VOICECACHE_REDIS_URL"] = redis.url
                 gateway, base = h.start_gateway(env, workers=workers, cores=server_cores)
+                # The same app under other ASGI servers, side by side (1 worker only).
+                others = {
+                    name: h.start_gateway(env, workers=1, cores=server_cores, server=name)
+                    for name in p.servers
+                    if name != "voicecache" and workers == 1 and importlib.util.find_spec(name)
+                }
                 nginx = None
                 try:
                     status, headers, clip = _fetch(f"{base}/tts", json.dumps(TTS_BODY).encode())
@@ -334,14 +395,20 @@ def run(quick: bool = False, params: Params | None = None) -> dict[str, Any]:
                         f"hitpath: {workers} worker(s), tier {tier}: clip {len(clip):,} B, "
                         f"GET {get_status}, nginx {n_status}"
                     )
-                    targets = [("nginx", "GET file", nginx_url + path, None)]
-                    if get_status == 200:
-                        targets.append(("voicecache", "GET /v1/audio/{key}.wav", base + path, None))
-                    targets.append(("voicecache", "POST /tts", f"{base}/tts", script))
+                    targets = [("nginx", "GET file", nginx_url + path, None, nginx.pid)]
+                    servers = {"voicecache": (gateway, base)} | others
+                    for name, (process, url) in servers.items():
+                        if name != "voicecache":  # this one stored the line: its first hit
+                            for _ in range(2):
+                                _fetch(f"{url}/tts", json.dumps(TTS_BODY).encode())
+                        if get_status == 200:
+                            endpoint = "GET /v1/audio/{key}.wav"
+                            targets.append((name, endpoint, url + path, None, process.pid))
+                        targets.append((name, "POST /tts", f"{url}/tts", script, process.pid))
                     for round_no in range(p.rounds):
                         for connections in p.connections:
-                            for server, endpoint, url, lua in targets:
-                                measured = wrk(url, connections, p.seconds, lua, client_cores)
+                            for server, endpoint, url, lua, pid in targets:
+                                measured = wrk(url, connections, p.seconds, lua, client_cores, pid)
                                 runs.append(
                                     {
                                         "workers": workers,
@@ -378,6 +445,8 @@ def run(quick: bool = False, params: Params | None = None) -> dict[str, Any]:
                             prof = {"error": "py-spy not installed"}
                 finally:
                     gateway.stop()
+                    for process, _ in others.values():
+                        process.stop()
                     if nginx is not None:
                         nginx.stop()
     finally:
@@ -395,27 +464,39 @@ def run(quick: bool = False, params: Params | None = None) -> dict[str, Any]:
 
 
 def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Median over rounds per (workers, tier, connections, endpoint); ratio to nginx measured
-    beside the same gateway."""
-    groups: dict[tuple[int, str, int, str], list[dict[str, Any]]] = {}
+    """Medians over rounds per (workers, tier, connections, server, endpoint). The ratio to
+    nginx is taken round by round (nginx measured just before, in the same round) and its
+    median reported, so drift on a shared machine cancels out as far as it can."""
+    groups: dict[tuple[int, str, int, str, str], list[dict[str, Any]]] = {}
     for run_ in runs:
-        key = (run_["workers"], run_["tier"], run_["connections"], run_["endpoint"])
+        key = (
+            run_["workers"],
+            run_["tier"],
+            run_["connections"],
+            run_.get("server", "voicecache"),
+            run_["endpoint"],
+        )
         groups.setdefault(key, []).append(run_)
     rows = []
-    for (workers, tier, connections, endpoint), group in groups.items():
-        nginx = groups.get((workers, tier, connections, "GET file"), [])
-        rps = h.median([g["rps"] for g in group])
-        nginx_rps = h.median([g["rps"] for g in nginx])
+    for (workers, tier, connections, server, endpoint), group in groups.items():
+        nginx = {
+            g["round"]: g for g in groups.get((workers, tier, connections, "nginx", "GET file"), [])
+        }
+        ratios = [g["rps"] / nginx[g["round"]]["rps"] for g in group if g["round"] in nginx]
+        cpu = [g["cpu_us_per_request"] for g in group if "cpu_us_per_request" in g]
         rows.append(
             {
                 "workers": workers,
                 "tier": tier,
                 "connections": connections,
+                "server": server,
                 "endpoint": endpoint,
-                "rps": rps,
+                "rps": h.median([g["rps"] for g in group]),
                 "p50_ms": h.median([g["p50_ms"] for g in group]),
                 "p99_ms": h.median([g["p99_ms"] for g in group]),
-                "x_nginx": rps / nginx_rps if nginx_rps else float("nan"),
+                "x_nginx": h.median(ratios),
+                "x_nginx_range": [min(ratios), max(ratios)] if ratios else [],
+                "cpu_us_per_request": h.median(cpu),
                 "valid": all(g["valid"] for g in group),
                 "non_2xx": sum(g["non_2xx"] for g in group),
                 "rounds": len(group),
@@ -429,7 +510,10 @@ def headline(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         r
         for r in result.get("summary", [])
-        if r["workers"] == 1 and r["connections"] == 32 and r["tier"] == "memory"
+        if r["workers"] == 1
+        and r["connections"] == 32
+        and r["tier"] == "memory"
+        and r.get("server", "voicecache") in ("voicecache", "nginx")
     ]
 
 
@@ -439,7 +523,10 @@ def render_markdown(result: dict[str, Any]) -> str:
     p = result["params"]
     out = [
         f"wrk, {p['seconds']:g} s per measurement, median of {p['rounds']} alternating "
-        "round(s); ratio = voicecache req/s ÷ nginx req/s measured in the same round set. "
+        "round(s); ratio = voicecache req/s ÷ nginx req/s measured in the same round (median "
+        "and range over rounds); CPU µs/req = the server's process tree's CPU time per request "
+        "(steadier than req/s on a shared machine). Servers: `voicecache serve` (uvicorn, "
+        "uvloop, httptools) and, where marked, the same app under granian. "
         "nginx: `sendfile on; tcp_nopush off; access_log off`.\n"
     ]
     if result["tiers_not_on_main"]:
@@ -451,16 +538,35 @@ def render_markdown(result: dict[str, Any]) -> str:
             r["workers"],
             r["tier"] if r["endpoint"] != "GET file" else f"({r['tier']} round)",
             r["connections"],
-            "nginx static file" if r["endpoint"] == "GET file" else r["endpoint"],
+            "nginx static file"
+            if r["endpoint"] == "GET file"
+            else (
+                r["endpoint"]
+                if r.get("server", "voicecache") == "voicecache"
+                else f"{r['endpoint']} ({r['server']})"
+            ),
             r["rps"],
             f"{r['p50_ms']:.2f}",
             f"{r['p99_ms']:.2f}",
-            f"{r['x_nginx']:.2f}",
+            f"{r['x_nginx']:.2f}"
+            + (
+                f" ({r['x_nginx_range'][0]:.2f}–{r['x_nginx_range'][1]:.2f})"
+                if r.get("x_nginx_range") and r["endpoint"] != "GET file"
+                else ""
+            ),
+            h.fmt(r.get("cpu_us_per_request"), 0),
             "ok" if r["valid"] else f"**INVALID: {r['non_2xx']} non-2xx**",
         ]
         for r in sorted(
             result["summary"],
-            key=lambda r: (r["workers"], r["connections"], r["tier"], r["endpoint"]),
+            key=lambda r: (
+                r["workers"],
+                r["connections"],
+                r["tier"],
+                r.get("server", "voicecache") != "nginx",
+                r["endpoint"],
+                r.get("server", "voicecache"),
+            ),
         )
     ]
     out.append(
@@ -473,7 +579,8 @@ def render_markdown(result: dict[str, Any]) -> str:
                 "req/s",
                 "p50 ms",
                 "p99 ms",
-                "× nginx",
+                "× nginx (range)",
+                "CPU µs/req",
                 "check",
             ],
             rows,
