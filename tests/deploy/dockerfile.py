@@ -43,6 +43,15 @@ def stages() -> list[Stage]:
     return found
 
 
+def image_tag(image: str) -> tuple[str, str]:
+    """(tag, digest) of an image reference such as `registry:5000/name:1.2.3@sha256:…`;
+    either may be empty."""
+    name, _, digest = image.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    tag = last.rpartition(":")[2] if ":" in last else ""
+    return tag, digest
+
+
 def final_env() -> dict[str, str]:
     """ENV of the final stage (the image's environment)."""
     return dict(DockerfileParser(path=str(DOCKERFILE)).envs)

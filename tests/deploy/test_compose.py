@@ -176,7 +176,9 @@ def test_load_balancer_config_passes_nginx_t(tmp_path: Path) -> None:
     config.write_text(re.sub(r"voicecache-\d+:", "127.0.0.1:", nginx_config()))
     result = subprocess.run(
         ["nginx", "-t", "-q", "-c", str(config), "-p", str(tmp_path), "-e", str(tmp_path / "e")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
 
@@ -186,9 +188,9 @@ def test_grafana_provisions_the_dashboard_and_its_datasource() -> None:
     mounts = dict((t, s) for s, t in volume_mounts(grafana))
     provisioning = DEPLOY / mounts["/etc/grafana/provisioning"]
     assert provisioning.is_dir()
-    (datasource,) = yaml.safe_load(
-        (provisioning / "datasources" / "prometheus.yml").read_text()
-    )["datasources"]
+    (datasource,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
     url = urlsplit(datasource["url"])
     assert url.hostname == "prometheus" and url.port == 9090
     (provider,) = yaml.safe_load((provisioning / "dashboards" / "voicecache.yml").read_text())[
@@ -214,7 +216,10 @@ def test_grafana_provisions_the_dashboard_and_its_datasource() -> None:
     refs = [
         ref
         for panel in dashboard["panels"]
-        for ref in [panel.get("datasource"), *(t.get("datasource") for t in panel.get("targets", []))]
+        for ref in [
+            panel.get("datasource"),
+            *(t.get("datasource") for t in panel.get("targets", [])),
+        ]
         if ref
     ]
     assert refs and all(ref == {"type": datasource["type"], "uid": uid} for ref in refs)
@@ -237,7 +242,7 @@ def test_volumes_are_declared_used_and_bind_mounts_exist() -> None:
 def test_images_are_pinned_and_voicecache_is_built_here() -> None:
     for name, service in services().items():
         image = service["image"]
-        tag = image.rpartition(":")[2] if ":" in image.split("/")[-1] else ""
+        tag, _ = df.image_tag(image)
         assert tag and tag != "latest", f"{name}: {image}"
         if image.startswith("voicecache:"):
             assert service["build"]["context"] == ".."
@@ -257,7 +262,9 @@ def test_emotivoice_service_is_valid_once_uncommented() -> None:
     assert "--port 8000" in " ".join(service["command"])
     assert "openaiapi:app" in " ".join(service["command"])
     # The commented replica settings point at it.
-    commented = [line.strip().removeprefix("# ") for line in lines if "VOICECACHE_EMOTIVOICE_URL" in line]
+    commented = [
+        line.strip().removeprefix("# ") for line in lines if "VOICECACHE_EMOTIVOICE_URL" in line
+    ]
     (url,) = [line.split(": ", 1)[1] for line in commented if line.startswith("VOICECACHE_")]
     assert urlsplit(url).hostname == "emotivoice" and urlsplit(url).port == 8000
 
@@ -265,8 +272,14 @@ def test_emotivoice_service_is_valid_once_uncommented() -> None:
 def test_matches_the_compose_specification_schema() -> None:
     """check-jsonschema's bundled copy of the Compose Specification schema (offline)."""
     result = subprocess.run(
-        [str(VENV_BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
-         str(COMPOSE)],
-        capture_output=True, text=True, timeout=120,
+        [
+            str(VENV_BIN / "check-jsonschema"),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(COMPOSE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -25,7 +25,9 @@ def image_env(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
     """This process's environment without VOICECACHE_*, plus the image's VOICECACHE_* ENV
     (data dir and port moved to temporary ones), plus `extra`."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("VOICECACHE_")}
-    image = {name: value for name, value in df.final_env().items() if name.startswith("VOICECACHE_")}
+    image = {
+        name: value for name, value in df.final_env().items() if name.startswith("VOICECACHE_")
+    }
     assert image["VOICECACHE_HOST"] == "0.0.0.0"
     env.update(image)
     env.update(VOICECACHE_DATA_DIR=str(data_dir), VOICECACHE_PORT=str(port))
@@ -62,8 +64,11 @@ class Served:
 
 def start(env: dict[str, str], port: int) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [voicecache_command(), "serve"], env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [voicecache_command(), "serve"],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         wait_for_port(port, timeout=60)
@@ -91,7 +96,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     env = image_env(data, port)
     added = subprocess.run(
         [voicecache_command(), "keys", "add", "--tenant", "app", "--scope", "speak"],
-        env=env, capture_output=True, text=True, timeout=60, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     key = added.stdout.strip()
     assert key.startswith("vck_") and (data / "keys.json").is_file()
@@ -105,8 +114,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 def test_without_keys_the_image_refuses_to_serve_and_says_how(tmp_path: Path) -> None:
     port = free_port()
     result = subprocess.run(
-        [voicecache_command(), "serve"], env=image_env(tmp_path, port),
-        capture_output=True, text=True, timeout=60,
+        [voicecache_command(), "serve"],
+        env=image_env(tmp_path, port),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "VOICECACHE_ALLOW_ANONYMOUS" in result.stderr
@@ -130,7 +142,9 @@ def test_keys_protect_the_api_but_not_the_health_check(served: Served) -> None:
     body = {"text": "Keys required.", "voice": "en"}
     assert httpx.post(f"{served.url}/tts", json=body, timeout=30).status_code == 401
     response = httpx.post(
-        f"{served.url}/tts", json=body, headers={"authorization": f"Bearer {served.key}"},
+        f"{served.url}/tts",
+        json=body,
+        headers={"authorization": f"Bearer {served.key}"},
         timeout=30,
     )
     assert response.status_code == 200 and response.content[:4] == b"RIFF"  # eSpeak from the wheel

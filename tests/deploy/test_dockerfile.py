@@ -20,8 +20,7 @@ def test_multi_stage() -> None:
 
 def test_every_base_image_is_pinned_to_a_version_tag() -> None:
     for stage in df.stages():
-        name, _, digest = stage.image.partition("@")
-        repository, _, tag = name.rpartition(":") if ":" in name.split("/")[-1] else (name, "", "")
+        tag, digest = df.image_tag(stage.image)
         assert tag or digest, f"{stage.image}: no tag"
         assert tag != "latest", f"{stage.image}: `latest` is not a pin"
         if tag:
@@ -117,10 +116,17 @@ def test_build_context_holds_what_the_build_copies_and_nothing_private() -> None
     for path in shipped:
         relative = path.relative_to(ROOT).as_posix()
         assert not df.ignored(relative), relative
-    for private in [".git/config", ".venv/bin/python", "tests/conftest.py",
-                    ".voicecache/keys.json", "src/voicecache/__pycache__/cli.cpython-311.pyc",
-                    "src/voicecache.egg-info/PKG-INFO",
-                    "benchmarks/REPORT.md", "deploy/compose.yaml", "hello.wav"]:
+    for private in [
+        ".git/config",
+        ".venv/bin/python",
+        "tests/conftest.py",
+        ".voicecache/keys.json",
+        "src/voicecache/__pycache__/cli.cpython-311.pyc",
+        "src/voicecache.egg-info/PKG-INFO",
+        "benchmarks/REPORT.md",
+        "deploy/compose.yaml",
+        "hello.wav",
+    ]:
         assert df.ignored(private), f"{private} would be sent to the Docker daemon"
 
 

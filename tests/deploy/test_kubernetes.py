@@ -80,7 +80,9 @@ def validate(text: str, tmp: Path) -> tuple[int, list[str]]:
     path.write_text(text)
     result = subprocess.run(
         [str(VENV_BIN / "kubernetes-validate"), "--strict", "-k", OLDEST, "-k", NEWEST, str(path)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     return result.returncode, (result.stdout + result.stderr).splitlines()
 
@@ -91,14 +93,24 @@ def one(docs: list[Doc], kind: str) -> Doc:
 
 
 def container(docs: list[Doc]) -> Doc:
-    (found,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    containers: list[Doc] = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    (found,) = containers
     return found
 
 
 def quantity(value: str | int) -> float:
     """A Kubernetes quantity (`512Mi`, `1Gi`, `250m`, `1`) as a number."""
-    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9,
-             "m": 1e-3, "": 1}
+    units = {
+        "Ki": 2**10,
+        "Mi": 2**20,
+        "Gi": 2**30,
+        "Ti": 2**40,
+        "k": 1e3,
+        "M": 1e6,
+        "G": 1e9,
+        "m": 1e-3,
+        "": 1,
+    }
     match = re.fullmatch(r"(\d+(?:\.\d+)?)([A-Za-z]*)", str(value))
     assert match and match.group(2) in units, value
     return float(match.group(1)) * units[match.group(2)]
@@ -133,7 +145,9 @@ def test_strict_validation_rejects_a_misspelled_field(
     """The validator really is strict: a typo in a securityContext fails it."""
     text, _ = rendered["base"]
     assert "readOnlyRootFilesystem" in text
-    code, lines = validate(text.replace("readOnlyRootFilesystem", "readOnlyRootFilesytem"), tmp_path)
+    code, lines = validate(
+        text.replace("readOnlyRootFilesystem", "readOnlyRootFilesytem"), tmp_path
+    )
     assert code != 0
     assert any(line.startswith("ERROR") and "readOnlyRootFilesytem" in line for line in lines)
 
@@ -265,13 +279,14 @@ def test_resources_hold_the_configured_budgets(rendered: dict[str, tuple[str, li
 
 
 def settings_bytes(text: str) -> int:
-    return int(settings_class()(memory_bytes=text).memory_bytes)
+    settings: Any = settings_class()(memory_bytes=text)
+    return int(settings.memory_bytes)
 
 
 def test_image_is_pinned(rendered: dict[str, tuple[str, list[Doc]]]) -> None:
     image = container(rendered["base"][1])["image"]
-    name, _, tag = image.rpartition(":")
-    assert name and tag and tag != "latest", image
+    tag, _ = df.image_tag(image)
+    assert tag and tag != "latest", image
 
 
 def effective_settings(docs: list[Doc], tmp: Path) -> Any:
@@ -327,7 +342,9 @@ def test_servicemonitor_scrapes_the_service(rendered: dict[str, tuple[str, list[
     monitor = one(docs, "ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     service = one(docs, "Service")
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
     assert endpoint["path"] == "/metrics"
@@ -336,6 +353,13 @@ def test_servicemonitor_scrapes_the_service(rendered: dict[str, tuple[str, list[
     assert credentials == {"name": "voicecache-metrics-token", "key": "token"}
     assert set(monitor["spec"]) <= {"selector", "endpoints", "namespaceSelector", "jobLabel"}
     assert set(endpoint) <= {
-        "port", "path", "scheme", "interval", "scrapeTimeout", "authorization", "honorLabels",
-        "relabelings", "metricRelabelings",
+        "port",
+        "path",
+        "scheme",
+        "interval",
+        "scrapeTimeout",
+        "authorization",
+        "honorLabels",
+        "relabelings",
+        "metricRelabelings",
     }

@@ -54,9 +54,21 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
             shutil.copy2(path, context / source)
     out = tmp_path_factory.mktemp("wheels")
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v",
-         "--wheel-dir", str(out), str(context)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-v",
+            "--wheel-dir",
+            str(out),
+            str(context),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -84,7 +96,9 @@ def test_wheel_metadata_and_contents(wheel: tuple[Path, str]) -> None:
     assert "License-File: LICENSE" in meta
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert "voicecache = " in scripts
-    extras = {line.split(": ", 1)[1] for line in meta.splitlines() if line.startswith("Provides-Extra")}
+    extras = {
+        line.split(": ", 1)[1] for line in meta.splitlines() if line.startswith("Provides-Extra")
+    }
     assert {"dev", "bench"} <= extras
     # Every module and data file of the package (a folder without __init__.py would be left
     # out by find_packages: this catches it).
@@ -97,18 +111,27 @@ def test_wheel_metadata_and_contents(wheel: tuple[Path, str]) -> None:
     assert expected - names == set()
 
 
-def test_installed_wheel_gives_a_working_command(
-    wheel: tuple[Path, str], tmp_path: Path
-) -> None:
+def test_installed_wheel_gives_a_working_command(wheel: tuple[Path, str], tmp_path: Path) -> None:
     """`pip install` of the wheel alone, dependencies taken from this venv: `voicecache` runs
     from the new environment."""
     built, _ = wheel
     target = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(target)], check=True)
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(target / "bin" / "python"), "install",
-         "--no-deps", "--quiet", str(built)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(target / "bin" / "python"),
+            "install",
+            "--no-deps",
+            "--quiet",
+            str(built),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     site = next((target / "lib").glob("python3.*/site-packages"))
@@ -117,18 +140,29 @@ def test_installed_wheel_gives_a_working_command(
     command = target / "bin" / "voicecache"
     assert command.is_file()
     help_text = subprocess.run(
-        [str(command), "--help"], capture_output=True, text=True, timeout=120, check=True,
+        [str(command), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
         cwd=tmp_path,
     ).stdout
     assert "serve" in help_text and "keys" in help_text
     where = subprocess.run(
         [str(target / "bin" / "python"), "-c", "import voicecache; print(voicecache.__file__)"],
-        capture_output=True, text=True, timeout=60, check=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=tmp_path,
     ).stdout
     assert where.startswith(str(site)), "voicecache came from the wheel, not the checkout"
     key = subprocess.run(
         [str(command), "key", "Victory is ours!", "--voice", "en"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
         env={n: v for n, v in os.environ.items() if not n.startswith("VOICECACHE_")},
     )
     assert key.returncode == 0, key.stderr
@@ -159,8 +193,12 @@ def make(project: Path, target: str) -> list[str]:
     log = project / ".venv" / "pip.log"
     log.unlink(missing_ok=True)
     subprocess.run(
-        ["make", "--no-print-directory", target], cwd=project, check=True,
-        capture_output=True, text=True, timeout=60,
+        ["make", "--no-print-directory", target],
+        cwd=project,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     lines = log.read_text().splitlines() if log.exists() else []
     return [line for line in lines if line.startswith("-m pip install") and " -e " in line]
