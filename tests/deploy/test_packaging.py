@@ -188,6 +188,12 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def make_env() -> dict[str, str]:
+    """This environment without the variables of an enclosing `make` (`make test` runs us)."""
+    inherited = {"MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES"}
+    return {name: value for name, value in os.environ.items() if name not in inherited}
+
+
 def make(project: Path, target: str) -> list[str]:
     """Run `make target` for real; returns the pip installs it ran."""
     log = project / ".venv" / "pip.log"
@@ -195,6 +201,7 @@ def make(project: Path, target: str) -> list[str]:
     subprocess.run(
         ["make", "--no-print-directory", target],
         cwd=project,
+        env=make_env(),
         check=True,
         capture_output=True,
         text=True,
@@ -233,7 +240,12 @@ def test_a_changed_pyproject_reinstalls_and_drops_old_stamps(project: Path) -> N
 
 def test_make_run_serves_with_the_installed_command(project: Path) -> None:
     dry = subprocess.run(
-        ["make", "-n", "run"], cwd=project, capture_output=True, text=True, check=True
+        ["make", "--no-print-directory", "-n", "run"],
+        cwd=project,
+        env=make_env(),
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert dry.strip().splitlines()[-1] == ".venv/bin/voicecache serve"
     assert "[dev]" not in dry
