@@ -2,23 +2,44 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# One stamp per set of extras, named after pyproject.toml's checksum: `make run` installs what
+# serving needs, `make test` adds the dev extras, `make bench` the bench extras; none reinstalls
+# what an earlier one already installed.
+DEPS_SUM := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-dev-$(DEPS_SUM)
+RUN_STAMP := $(VENV)/.installed-run-$(DEPS_SUM)
+BENCH_STAMP := $(VENV)/.installed-bench-$(DEPS_SUM)
 DEBIAN_TEST_PACKAGES := redis-server redis-tools chromium strace
 # Only `make bench` needs these (nginx as the static-file reference, wrk as load generator).
 DEBIAN_BENCH_PACKAGES := nginx-light wrk
 
-.PHONY: run test install lint format bench bench-deps clean system-deps
+.PHONY: run test install install-run install-bench lint format bench bench-deps clean system-deps
 
-$(STAMP): pyproject.toml
+# $(call pip-install,EXTRAS,STAMPS): install the project (editable) with EXTRAS, drop stamps of
+# an older pyproject.toml, then touch STAMPS (every set of extras now satisfied).
+define pip-install
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	rm -f $(VENV)/.installed-*
-	touch $@
+	$(BIN)/python -m pip install --quiet -e '.$(1)'
+	find $(VENV) -maxdepth 1 -name '.installed-*' ! -name '*-$(DEPS_SUM)' -delete
+	touch $(2)
+endef
+
+$(RUN_STAMP): pyproject.toml
+	$(call pip-install,,$(RUN_STAMP))
+
+# dev includes bench (the benchmark smoke test) and everything serving needs.
+$(STAMP): pyproject.toml
+	$(call pip-install,[dev],$(STAMP) $(RUN_STAMP) $(BENCH_STAMP))
+
+$(BENCH_STAMP): pyproject.toml
+	$(call pip-install,[bench],$(BENCH_STAMP) $(RUN_STAMP))
 
 install: $(STAMP)
+install-run: $(RUN_STAMP)
+install-bench: $(BENCH_STAMP)
 
-run: install
+run: install-run
 	$(BIN)/voicecache serve
 
 # Debian packages the tests need (real Redis); installed only when missing, as root.
@@ -50,7 +71,7 @@ bench-deps:
 
 # All benchmark scenarios, side by side, in one run (< 15 minutes on 2 cores):
 # writes benchmarks/REPORT.md, REPORT.json and plots/.
-bench: install system-deps bench-deps
+bench: install-bench system-deps bench-deps
 	$(BIN)/python -m benchmarks.run
 
 clean:
