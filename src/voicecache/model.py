@@ -528,6 +528,7 @@ class SpeechStream:
     characters: int
     chunks: AsyncGenerator[bytes, None]
     result: SpeechResult | None = None
+    segments: tuple[int, int] | None = None  # as in `SpeechResult`
 
     @property
     def content_type(self) -> str:

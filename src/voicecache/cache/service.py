@@ -208,7 +208,11 @@ class Gateway:
         try:
             plan = await self.plan(request, tenant)
             engine_name = plan.engine.name
-            stream = await self._lookup.serve_stream(plan, control)
+            stream = None
+            if self.segments is not None:
+                stream = await self.segments.speak_stream(self, plan, tenant, control)
+            if stream is None:
+                stream = await self._lookup.serve_stream(plan, control)
         except Exception as exc:
             self.observer.request_failed(exc, engine_name, time.perf_counter() - started)
             raise
@@ -248,13 +252,24 @@ class Gateway:
         """Fresh stored audio for `plan` as a HIT, or None; never calls an engine."""
         return await self._lookup.find(plan)
 
+    def lifetime(self, plan: Plan, control: CacheControl) -> tuple[bool, float | None]:
+        """(stored, expires_at) that audio of `plan` made now will get, for the headers of a
+        stream sent before the audio exists."""
+        return self._filler.provisional(plan, control)
+
     async def store(
-        self, plan: Plan, pcm: Audio, control: CacheControl, since: int | None = None
+        self,
+        plan: Plan,
+        pcm: Audio,
+        control: CacheControl,
+        since: int | None = None,
+        encoded: bytes | None = None,
     ) -> SpeechResult:
         """Encode and store `pcm` as the audio of `plan`, exactly as a fill would (the lifetimes
-        of the policy, `control`); `since` is the cache generation the audio was begun at."""
+        of the policy, `control`); `since` is the cache generation the audio was begun at,
+        `encoded` the requested format's file when a stream has encoded it already."""
         generation = self.cache.generation if since is None else since
-        return await self._filler.store(plan, pcm, control, generation)
+        return await self._filler.store(plan, pcm, control, generation, encoded)
 
     async def _speed_one(self, plan: Plan) -> SpeechResult:
         """The line of `plan` at speed 1.0 in the storage codec, served like any request."""

@@ -72,6 +72,8 @@ def stream_headers(stream: SpeechStream, kind: StreamKind, now: float) -> list[t
     ]
     if stream.tier is not None:
         headers.append((b"x-cache-tier", stream.tier.encode()))
+    if stream.segments is not None:
+        headers.append((b"x-cache-segments", "{}/{}".format(*stream.segments).encode()))
     return headers
 
 

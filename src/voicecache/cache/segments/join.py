@@ -40,17 +40,29 @@ def join(clips: Sequence[Audio], pauses: Sequence[float], *, fade: float = FADE_
     if len(pauses) != len(clips) - 1:
         raise ValueError(f"{len(clips)} clips need {len(clips) - 1} pauses, not {len(pauses)}")
     rate = clips[0].sample_rate
-    fade_samples = max(1, round(fade * rate))
     last = len(clips) - 1
-    parts: list[Samples] = []
-    for index, clip in enumerate(clips):
-        samples = resample(clip, rate).samples.astype(np.float64)
-        samples = trim(samples, start=index > 0, end=index < last)
-        parts.append(fade_edges(samples, fade_samples, start=index > 0, end=index < last))
-        if index < last:
-            parts.append(np.zeros(max(0, round(pauses[index] * rate))))
-    joined = np.concatenate(parts) if parts else np.zeros(0)
-    return Audio(np.clip(np.round(joined), -32768, 32767).astype(np.int16), rate)
+    parts = [
+        place(
+            clip, rate, first=index == 0, pause=None if index == last else pauses[index], fade=fade
+        )
+        for index, clip in enumerate(clips)
+    ]
+    return Audio(np.concatenate(parts), rate)
+
+
+def place(
+    clip: Audio, rate: int, *, first: bool, pause: float | None, fade: float = FADE_SECONDS
+) -> npt.NDArray[np.int16]:
+    """One clip as it goes into a joined clip at `rate`: its inner edges trimmed and faded,
+    followed by `pause` seconds of silence (None: the last clip, its end kept as it is).
+    Joining clip by clip (a stream) gives exactly the samples of `join`."""
+    samples = resample(clip, rate).samples.astype(np.float64)
+    last = pause is None
+    samples = trim(samples, start=not first, end=not last)
+    samples = fade_edges(samples, max(1, round(fade * rate)), start=not first, end=not last)
+    if pause is not None:
+        samples = np.concatenate([samples, np.zeros(max(0, round(pause * rate)))])
+    return np.clip(np.round(samples), -32768, 32767).astype(np.int16)
 
 
 def sound_threshold(samples: Samples) -> float:

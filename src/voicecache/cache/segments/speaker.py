@@ -22,7 +22,8 @@ and serves the request whole when it answers None:
    rule applies to them); fixed parts are not.
 
 If any piece fails, the request fails with that piece's error, naming the piece; nothing is
-stored under the whole text. The answer says how it was made: `X-Cache: HIT` when every piece
+stored under the whole text. `speak_stream` is the same for streamed responses: pieces go out
+in order, each as soon as it and those before it are ready. The answer says how it was made: `X-Cache: HIT` when every piece
 came from the cache, `MISS` when none did, `PARTIAL` otherwise, and `segments` = (hits, total).
 """
 
@@ -30,20 +31,32 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
 
 from voicecache import codecs
 from voicecache.cache.coalescing import Coalescer
+from voicecache.cache.lookup import stored_stream
 from voicecache.cache.policy import CacheControl
-from voicecache.cache.segments.join import join
+from voicecache.cache.segments.join import join, place
 from voicecache.cache.segments.split import Pause, Piece, split_text
 from voicecache.cache.segments.templates import Template, match_any
 from voicecache.cache.tiers.tiered import TieredCache
 from voicecache.codecs import Audio, AudioFormat
 from voicecache.errors import VoicecacheError
-from voicecache.model import GatewayObserver, Plan, SegmentMode, SpeechRequest, SpeechResult, Status
+from voicecache.model import (
+    GatewayObserver,
+    Plan,
+    SegmentMode,
+    SpeechRequest,
+    SpeechResult,
+    SpeechStream,
+    Status,
+)
 
 T = TypeVar("T")
 DEFAULT_CONCURRENCY = 4
@@ -74,14 +87,23 @@ class SegmentGateway(Protocol):
     storage_codec: AudioFormat
     observer: GatewayObserver
 
+    async def plan(self, request: SpeechRequest, tenant: str | None = None) -> Plan: ...
+
     async def speak_whole(
         self, request: SpeechRequest, *, tenant: str | None, control: CacheControl
     ) -> SpeechResult: ...
 
     async def cached(self, plan: Plan) -> SpeechResult | None: ...
 
+    def lifetime(self, plan: Plan, control: CacheControl) -> tuple[bool, float | None]: ...
+
     async def store(
-        self, plan: Plan, pcm: Audio, control: CacheControl, since: int
+        self,
+        plan: Plan,
+        pcm: Audio,
+        control: CacheControl,
+        since: int | None = None,
+        encoded: bytes | None = None,
     ) -> SpeechResult: ...
 
 
@@ -143,6 +165,98 @@ class SegmentSpeaker:
         )
         return result
 
+    async def speak_stream(
+        self,
+        gateway: SegmentGateway,
+        plan: Plan,
+        tenant: str | None,
+        control: CacheControl,
+    ) -> SpeechStream | None:
+        """`speak` as a stream, or None when the text is to be spoken whole: the segments go
+        out in order, each as soon as it (and every one before it) is ready, so the first
+        byte waits for the first segment only. Returns once the first segment is ready (its
+        failure is an ordinary error answer); a later failure breaks the stream off, and
+        nothing is stored under the whole text. `X-Cache` and `X-Cache-Segments` count the
+        segments found in the cache when the headers go out."""
+        pieces = self.pieces(plan)
+        if pieces is None:
+            return None
+        if not control.no_cache:
+            whole = await gateway.cached(plan)
+            if whole is not None:
+                return stored_stream(whole)
+        since = gateway.cache.generation
+        speaker = _Pieces(self.config, gateway, plan, pieces, tenant, control)
+        found: list[SpeechResult | None] = []
+        for piece in pieces:
+            part = await gateway.plan(speaker.request_for(piece), tenant)
+            found.append(None if control.no_cache else await gateway.cached(part))
+        hits = sum(result is not None for result in found)
+        tasks = {
+            index: asyncio.ensure_future(speaker.speak(index))
+            for index, result in enumerate(found)
+            if result is None
+        }
+
+        async def ready(index: int) -> tuple[SpeechResult, Audio]:
+            result = found[index]
+            if result is None:
+                return await tasks[index]
+            return await speaker.observed(pieces[index], result)
+
+        try:
+            first = await ready(0)
+        except BaseException:
+            await _cancel(tasks.values())
+            raise
+        store_control = speaker.store_control([])
+        stored, expires_at = gateway.lifetime(plan, store_control)
+        stream = SpeechStream(
+            key=plan.key.digest,
+            format=plan.request.format,
+            status=_status(hits, len(pieces), []),
+            tier=None,
+            stored=stored,
+            private=speaker.personal or plan.voice.tenant is not None,
+            expires_at=expires_at,
+            characters=len(plan.request.text),
+            chunks=_empty(),
+            segments=(hits, len(pieces)),
+        )
+
+        async def chunks() -> AsyncGenerator[bytes, None]:
+            rate = first[1].sample_rate
+            encoder = codecs.StreamEncoder(plan.request.format, rate)
+            placed: list[npt.NDArray[np.int16]] = []
+            statuses: list[Status] = []
+            try:
+                for index, piece in enumerate(pieces):
+                    result, audio = first if index == 0 else await ready(index)
+                    statuses.append(result.status)
+                    last = index == len(pieces) - 1
+                    pause = None if last else self.config.pause_for(piece.pause)
+                    placed.append(place(audio, rate, first=index == 0, pause=pause))
+                    data = (
+                        encoder.write(placed[-1])
+                        if encoder.cheap
+                        else await asyncio.to_thread(encoder.write, placed[-1])
+                    )
+                    if data:
+                        yield data
+                tail, complete = await asyncio.to_thread(encoder.close)
+                if tail:
+                    yield tail
+            finally:
+                await _cancel(tasks.values())
+            pcm = Audio(np.concatenate(placed), rate)
+            whole = await gateway.store(plan, pcm, speaker.store_control(statuses), since, complete)
+            stream.result = replace(
+                whole, status=stream.status, tier=None, segments=stream.segments
+            )
+
+        stream.chunks = chunks()
+        return stream
+
     async def _assemble(
         self,
         gateway: SegmentGateway,
@@ -152,46 +266,87 @@ class SegmentSpeaker:
         control: CacheControl,
         since: int,
     ) -> SpeechResult:
-        request = plan.request
-        limit = asyncio.Semaphore(
-            self.config.concurrency.get(plan.engine.name, DEFAULT_CONCURRENCY)
-        )
-
-        async def speak_piece(index: int, piece: Piece) -> tuple[SpeechResult, Audio]:
-            part = replace(
-                request,
-                text=piece.text,
-                format=gateway.storage_codec,
-                segments="off",
-                # Slots are the personal part; fixed template parts are shared by everyone.
-                personalized=piece.kind == "slot"
-                or (piece.kind == "sentence" and request.personalized),
-            )
-            async with limit:
-                try:
-                    result = await gateway.speak_whole(part, tenant=tenant, control=control)
-                except VoicecacheError as exc:
-                    gateway.observer.segment_done("ERROR", len(piece.text))
-                    raise _failed(exc, index, len(pieces), piece.text) from exc
-            gateway.observer.segment_done(result.status, len(piece.text))
-            return result, await asyncio.to_thread(codecs.decode, result.data, result.format)
-
-        rendered = await _all(speak_piece(index, piece) for index, piece in enumerate(pieces))
+        speaker = _Pieces(self.config, gateway, plan, pieces, tenant, control)
+        rendered = await _all(speaker.speak(index) for index in range(len(pieces)))
         pauses = [self.config.pause_for(piece.pause) for piece in pieces[:-1]]
         pcm = await asyncio.to_thread(join, [audio for _, audio in rendered], pauses)
         statuses = [result.status for result, _ in rendered]
         hits = sum(1 for status in statuses if status in ("HIT", "STALE"))
-        status: Status = "PARTIAL"
-        if hits == len(pieces):
-            status = "STALE" if "STALE" in statuses else "HIT"
-        elif hits == 0:
-            status = "MISS"
-        personal = request.personalized or any(piece.kind == "slot" for piece in pieces)
-        if personal or "STALE" in statuses:
-            # A personalized line never repeats whole; stale pieces must not live on as fresh.
-            control = replace(control, no_store=True)
-        whole = await gateway.store(plan, pcm, control, since)
+        whole = await gateway.store(plan, pcm, speaker.store_control(statuses), since)
+        status = _status(hits, len(pieces), statuses)
         return replace(whole, status=status, tier=None, segments=(hits, len(pieces)))
+
+
+class _Pieces:
+    """The pieces of one segmented request, each asked as a request of its own."""
+
+    def __init__(
+        self,
+        config: SegmentConfig,
+        gateway: SegmentGateway,
+        plan: Plan,
+        pieces: list[Piece],
+        tenant: str | None,
+        control: CacheControl,
+    ) -> None:
+        self.gateway = gateway
+        self.plan = plan
+        self.pieces = pieces
+        self.tenant = tenant
+        self.control = control
+        self.limit = asyncio.Semaphore(
+            config.concurrency.get(plan.engine.name, DEFAULT_CONCURRENCY)
+        )
+        # A personalized line never repeats whole: the request says so, or a template slot.
+        self.personal = plan.request.personalized or any(piece.kind == "slot" for piece in pieces)
+
+    def request_for(self, piece: Piece) -> SpeechRequest:
+        """The request for `piece` alone, in the storage codec, never split again."""
+        request = self.plan.request
+        return replace(
+            request,
+            text=piece.text,
+            format=self.gateway.storage_codec,
+            segments="off",
+            # Slots are the personal part; fixed template parts are shared by everyone.
+            personalized=piece.kind == "slot"
+            or (piece.kind == "sentence" and request.personalized),
+        )
+
+    async def speak(self, index: int) -> tuple[SpeechResult, Audio]:
+        """Piece `index` through the gateway (at most `limit` at once), observed, decoded."""
+        piece = self.pieces[index]
+        async with self.limit:
+            try:
+                result = await self.gateway.speak_whole(
+                    self.request_for(piece), tenant=self.tenant, control=self.control
+                )
+            except VoicecacheError as exc:
+                self.gateway.observer.segment_done("ERROR", len(piece.text))
+                raise _failed(exc, index, len(self.pieces), piece.text) from exc
+        return await self.observed(piece, result)
+
+    async def observed(self, piece: Piece, result: SpeechResult) -> tuple[SpeechResult, Audio]:
+        self.gateway.observer.segment_done(result.status, len(piece.text))
+        return result, await asyncio.to_thread(codecs.decode, result.data, result.format)
+
+    def store_control(self, statuses: list[Status]) -> CacheControl:
+        """How to store the whole: not at all when personalized or made of stale pieces
+        (stale audio must not live on as fresh)."""
+        if self.personal or "STALE" in statuses:
+            return replace(self.control, no_store=True)
+        return self.control
+
+
+def _status(hits: int, total: int, statuses: list[Status]) -> Status:
+    if hits == total:
+        return "STALE" if "STALE" in statuses else "HIT"
+    return "MISS" if hits == 0 else "PARTIAL"
+
+
+async def _empty() -> AsyncGenerator[bytes, None]:
+    return
+    yield b""  # an async generator that yields nothing
 
 
 async def _all(work: Iterable[Awaitable[T]]) -> list[T]:
@@ -200,10 +355,16 @@ async def _all(work: Iterable[Awaitable[T]]) -> list[T]:
     try:
         return list(await asyncio.gather(*tasks))
     except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _cancel(tasks)
         raise
+
+
+async def _cancel(tasks: Iterable[asyncio.Future[Any]]) -> None:
+    """Cancel what still runs of `tasks` and wait for it (their errors are not news)."""
+    pending = [task for task in tasks if not task.done()]
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _failed(error: VoicecacheError, index: int, total: int, text: str) -> VoicecacheError:
