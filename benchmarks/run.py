@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _harness as h
-from benchmarks import article, density, herd, hitpath, rss, simulate, streaming
+from benchmarks import article, density, herd, hitpath, rss, segments, simulate, streaming
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "REPORT.md"
 # The full simulator scale takes minutes per policy; this one fits the 15-minute budget.
@@ -57,8 +57,9 @@ SECTIONS: dict[str, tuple[str, Callable[[bool], dict[str, Any]], Callable[[Any],
     "hitpath": ("3. Hit path vs. the physical limit", hitpath.run, hitpath.render_markdown),
     "rss": ("6. Memory under load", rss.run, rss.render_markdown),
     "streaming": ("7. Streaming", streaming.run, streaming.render_markdown),
+    "segments": ("8. Segments and templates: savings", segments.run, segments.render_markdown),
 }
-REPORT_ORDER = ("article", "herd", "hitpath", "policy", "density", "rss", "streaming")
+REPORT_ORDER = ("article", "herd", "hitpath", "policy", "density", "rss", "streaming", "segments")
 
 
 def _loadavg() -> str:
@@ -153,6 +154,27 @@ def headline(results: dict[str, Any]) -> str:
                 f"goal: within {g['goal_ms']:.0f} ms",
             ]
         )
+    sg = results.get("segments", {})
+    if "sides" in sg:
+        w, on, ttfb = sg["workload"], sg["sides"]["on"], sg["ttfb"]["rows"]
+        rows.append(
+            [
+                f"Characters sent to the engine, {w['requests']:,} requests with long texts and "
+                "template lines: segments off → on",
+                f"{sg['sides']['off']['characters']:,} → {on['characters']:,} = "
+                f"**{sg['ratio_on_to_exact_minimum']:.2f}× the exact-match minimum** "
+                f"({w['exact']:,})",
+                "goal: ≤ 0.6×",
+            ]
+        )
+        rows.append(
+            [
+                "First byte of a new six-sentence text, EmotiVoice: whole → segmented + streamed",
+                f"{ttfb['whole']['first_ms']:.0f} ms → {ttfb['segments, streamed']['first_ms']:.0f}"
+                " ms",
+                "its first sentence",
+            ]
+        )
     return h.table(["", "measured", "article / goal"], rows)
 
 
@@ -190,7 +212,7 @@ def render(results: dict[str, Any], meta: dict[str, Any], plots: dict[str, str])
     out.append(
         "Commands: `make bench` (= `make bench-deps` to install Debian `nginx-light` and `wrk`, "
         "then `python -m benchmarks.run`). Each scenario also runs alone: "
-        "`python -m benchmarks.article|herd|hitpath|density|rss|streaming [--quick]`, "
+        "`python -m benchmarks.article|herd|hitpath|density|rss|streaming|segments [--quick]`, "
         "`python benchmarks/simulate.py`. Servers are started by the scripts: "
         "`python -m voicecache serve --port P --workers W` configured by `VOICECACHE_*` "
         "variables (tiers, engine), `python -m tests.fakes.emotivoice --port P --latency S`, "

@@ -117,3 +117,17 @@ def test_plots_are_written(quick_run: tuple[str, dict[str, Any], Path]) -> None:
     for name in pngs:
         assert f"plots/{name}" in report
         assert (directory / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_segments_pay_exactly_the_distinct_segments(
+    quick_run: tuple[str, dict[str, Any], Path],
+) -> None:
+    result = quick_run[1]["results"]["segments"]
+    workload, off, on = result["workload"], result["sides"]["off"], result["sides"]["on"]
+    assert off["errors"] == 0 and on["errors"] == 0
+    # Exact caching pays the exact-match minimum; segments pay each distinct segment once.
+    assert off["characters"] == workload["exact"]
+    assert on["characters"] == workload["segments"] < workload["exact"]
+    rows = result["ttfb"]["rows"]
+    assert rows["segments, streamed"]["x_cache"] == "MISS"
+    assert rows["segments, streamed"]["first_ms"] < rows["whole"]["first_ms"]

@@ -63,6 +63,7 @@ GARBAGE = b"<html><body>502 Bad Gateway (fake garbage, not audio)</body></html>\
 # The switches another process may set through POST /_fake/controls.
 SWITCHES = (
     "latency_s",
+    "latency_per_char_s",
     "fail_next_n",
     "status_code",
     "reset_connection_next_n",
@@ -81,6 +82,8 @@ class FakeControls:
 
     Switches (set them as attributes or with :meth:`update`):
         latency_s: seconds to sleep (asynchronously) before answering any speech request.
+        latency_per_char_s: more seconds per character of the request's ``input`` (a real
+            engine's time grows with the audio it makes).
         fail_next_n: answer the next N speech requests with ``status_code``.
         status_code: the failure status, 500 by default (503 for "overloaded").
         reset_connection_next_n: close the TCP connection of the next N requests without
@@ -106,6 +109,7 @@ class FakeControls:
     """
 
     latency_s: float = 0.0
+    latency_per_char_s: float = 0.0
     fail_next_n: int = 0
     status_code: int = 500
     reset_connection_next_n: int = 0
@@ -229,8 +233,12 @@ class FaultInjector:
         controls = self.controls
         controls.record(recorded)
 
-        if controls.latency_s > 0:
-            await asyncio.sleep(controls.latency_s)
+        text = recorded.get("input")
+        latency = controls.latency_s + controls.latency_per_char_s * len(
+            text if isinstance(text, str) else ""
+        )
+        if latency > 0:
+            await asyncio.sleep(latency)
         if controls.hang and not await _hang(controls, receive):
             return  # the client gave up; there is nobody to answer
         if controls.take("reset_connection_next_n"):
