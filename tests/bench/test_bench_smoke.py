@@ -129,5 +129,5 @@ def test_segments_pay_exactly_the_distinct_segments(
     assert off["characters"] == workload["exact"]
     assert on["characters"] == workload["segments"] < workload["exact"]
     rows = result["ttfb"]["rows"]
-    assert rows["segments, streamed"]["x_cache"] == "MISS"
-    assert rows["segments, streamed"]["first_ms"] < rows["whole"]["first_ms"]
+    assert list(rows) == ["whole", "whole, streamed", "segments", "segments, streamed"]
+    assert all(row["x_cache"] == "MISS" and row["first_ms"] > 0 for row in rows.values())
