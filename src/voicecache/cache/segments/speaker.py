@@ -22,9 +22,11 @@ and serves the request whole when it answers None:
    rule applies to them); fixed parts are not.
 
 If any piece fails, the request fails with that piece's error, naming the piece; nothing is
-stored under the whole text. `speak_stream` is the same for streamed responses: pieces go out
-in order, each as soon as it and those before it are ready. The answer says how it was made: `X-Cache: HIT` when every piece
+stored under the whole text. The answer says how it was made: `X-Cache: HIT` when every piece
 came from the cache, `MISS` when none did, `PARTIAL` otherwise, and `segments` = (hits, total).
+
+`speak_stream` is the same for streamed responses: the pieces go out in order, each as soon as
+it and those before it are ready, so the first byte waits for the first piece only.
 """
 
 from __future__ import annotations
