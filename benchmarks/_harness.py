@@ -132,8 +132,10 @@ class Process:
         text = self.logfile.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
 
-    def wait_http(self, url: str, timeout: float = 30.0) -> None:
-        """Wait until ``url`` answers anything over HTTP (or fail with the log tail)."""
+    def wait_http(self, url: str, timeout: float = 120.0) -> None:
+        """Wait until ``url`` answers anything over HTTP (or fail with the log tail). A server
+        that dies is reported at once; the long default is for starts on a busy shared
+        machine (a gateway pinned to a core other test runs load took over 30 s)."""
         deadline = time.monotonic() + timeout
         while True:
             assert self.popen is not None
