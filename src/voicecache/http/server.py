@@ -16,9 +16,11 @@ def app_from_environment() -> ASGIApp:
     """uvicorn factory: every worker process builds its app from the environment (and the
     TOML file named by `VOICECACHE_CONFIG`); with `PROMETHEUS_MULTIPROC_DIR` set (by
     `voicecache serve` for several workers) it counts its metrics in the shared files there."""
+    from voicecache.allocator import tune_allocator
     from voicecache.http.app import create_app
     from voicecache.http.middleware.slowclients import HeaderDeadlineProtocol
 
+    tune_allocator()  # a long-running server: keep malloc from fragmenting (allocator.py)
     settings = Settings()
     HeaderDeadlineProtocol.header_timeout = settings.client_timeout
     shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")

@@ -68,7 +68,7 @@ class FastLane:
     MEMO_MAX_ENTRIES = 50_000
     # One entry: a 32-byte digest, the storage id (64 hex + format) and a shared engine name.
     MEMO_ENTRY_BYTES = 400
-    memo_max_bytes = 8 * 1024 * 1024
+    memo_max_bytes = 4 * 1024 * 1024  # ~10,000 bodies: the hot lines, not every line ever
 
     def __init__(self, app: ASGIApp, build_request: RequestBuilder | None = None) -> None:
         self.app = app
