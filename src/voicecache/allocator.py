@@ -13,9 +13,9 @@ the growth was free space inside malloc's heaps).
 `tune_allocator` fixes the threshold (which also turns the dynamic raise off) and caps the
 number of heaps. The price is page faults on fresh mappings: about 0.1 ms of CPU per disk hit
 and 1-2 % per miss (memory hits allocate no buffers); the 15-minute run of `benchmarks/rss.py`
-ended at 122 MiB, flat, against 161 MiB and rising untuned. Values the operator set through glibc's own environment variables
-(`MALLOC_MMAP_THRESHOLD_`, `MALLOC_ARENA_MAX`) are left alone. On other C libraries it does
-nothing.
+ended at 122 MiB, flat, against 161 MiB and rising untuned. Values the operator set through
+glibc's own environment variables (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_ARENA_MAX`) are left
+alone. On other C libraries it does nothing.
 """
 
 from __future__ import annotations
