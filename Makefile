@@ -69,7 +69,8 @@ format: install
 bench-deps:
 	@$(MAKE) --no-print-directory system-deps DEBIAN_TEST_PACKAGES="$(DEBIAN_BENCH_PACKAGES)"
 
-# All benchmark scenarios, side by side, in one run (< 15 minutes on 2 cores):
+# All benchmark scenarios, side by side, in one run (~40 minutes on 2 cores: the 15-minute
+# RSS plateau test and a million-entry disk tier are the long parts):
 # writes benchmarks/REPORT.md, REPORT.json and plots/.
 bench: install-bench system-deps bench-deps
 	$(BIN)/python -m benchmarks.run

@@ -517,6 +517,42 @@ def headline(result: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+# The goals of the cold-tiers issue (#15): 1 worker, uvicorn (`voicecache serve`), ratio to
+# nginx at 32 connections, p99 in milliseconds.
+GOALS: tuple[tuple[str, str, str, int, str, float], ...] = (
+    ("memory, GET by key", "memory", "GET /v1/audio/{key}.wav", 32, "ratio", 0.6),
+    ("memory, POST", "memory", "POST /tts", 32, "ratio", 0.5),
+    ("disk, GET by key", "disk", "GET /v1/audio/{key}.wav", 32, "ratio", 0.3),
+    ("Redis, GET by key", "redis", "GET /v1/audio/{key}.wav", 32, "ratio", 0.2),
+    ("memory, 1 connection, GET", "memory", "GET /v1/audio/{key}.wav", 1, "p99", 1.0),
+    ("memory, 1 connection, POST", "memory", "POST /tts", 1, "p99", 1.0),
+    ("memory, 32 connections, GET", "memory", "GET /v1/audio/{key}.wav", 32, "p99", 5.0),
+    ("memory, 32 connections, POST", "memory", "POST /tts", 32, "p99", 5.0),
+)
+
+
+def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each goal beside what this run measured (1 worker, `voicecache serve`)."""
+    rows = {
+        (r["tier"], r["endpoint"], r["connections"]): r
+        for r in result.get("summary", [])
+        if r["workers"] == 1 and r.get("server", "voicecache") == "voicecache"
+    }
+    out = []
+    for label, tier, endpoint, connections, kind, bound in GOALS:
+        row = rows.get((tier, endpoint, connections))
+        if row is None:
+            continue
+        if kind == "ratio":
+            value, met = row["x_nginx"], row["x_nginx"] >= bound
+            goal, shown = f"≥ {bound:g}× nginx", f"{value:.2f}× ({row['rps']:,.0f} req/s)"
+        else:
+            value, met = row["p99_ms"], row["p99_ms"] <= bound
+            goal, shown = f"p99 ≤ {bound:g} ms", f"p99 {value:.2f} ms"
+        out.append({"label": label, "goal": goal, "measured": shown, "met": met})
+    return out
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     if "skipped" in result:
         return f"Not measured: {result['skipped']}.\n"
@@ -586,6 +622,18 @@ def render_markdown(result: dict[str, Any]) -> str:
             rows,
         )
     )
+    reached = goals(result)
+    if reached:
+        out.append("Goals (1 worker, `voicecache serve`, from the table above):\n")
+        out.append(
+            h.table(
+                ["hits from", "goal", "measured", ""],
+                [
+                    [g["label"], g["goal"], g["measured"], "met" if g["met"] else "**not met**"]
+                    for g in reached
+                ],
+            )
+        )
     checks = result["checks"]
     if checks:
         out.append(

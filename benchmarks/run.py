@@ -23,7 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _harness as h
-from benchmarks import article, density, herd, hitpath, rss, segments, simulate, streaming
+from benchmarks import (
+    article,
+    coldstart,
+    density,
+    herd,
+    hitpath,
+    rss,
+    segments,
+    simulate,
+    streaming,
+)
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "REPORT.md"
 # The full simulator scale takes minutes per policy; this one fits the 15-minute budget.
@@ -58,8 +68,19 @@ SECTIONS: dict[str, tuple[str, Callable[[bool], dict[str, Any]], Callable[[Any],
     "rss": ("6. Memory under load", rss.run, rss.render_markdown),
     "streaming": ("7. Streaming", streaming.run, streaming.render_markdown),
     "segments": ("8. Segments and templates: savings", segments.run, segments.render_markdown),
+    "coldstart": ("9. Cold start at scale", coldstart.run, coldstart.render_markdown),
 }
-REPORT_ORDER = ("article", "herd", "hitpath", "policy", "density", "rss", "streaming", "segments")
+REPORT_ORDER = (
+    "article",
+    "herd",
+    "hitpath",
+    "policy",
+    "density",
+    "rss",
+    "streaming",
+    "segments",
+    "coldstart",
+)
 
 
 def _loadavg() -> str:
