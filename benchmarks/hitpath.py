@@ -51,6 +51,9 @@ class Params:
     # ASGI servers the gateway runs under: "voicecache" (`voicecache serve`: uvicorn, uvloop,
     # httptools) and "granian" (the same app factory), side by side with 1 worker.
     servers: tuple[str, ...] = ("voicecache",)
+    # A bare ASGI app serving the same bytes under the same uvicorn (bare_asgi.py): the
+    # ceiling for any ASGI app, measured with the 1-worker memory tier.
+    bare_asgi: bool = True
 
 
 FULL = Params(
@@ -186,6 +189,22 @@ def _post_script(directory: Path) -> Path:
 
 
 # -- nginx ------------------------------------------------------------------------------------
+
+
+BARE = "bare ASGI"
+
+
+def start_bare_asgi(clip: Path, cores: str | None) -> tuple[h.Process, str]:
+    """`benchmarks/bare_asgi.py` under uvicorn with `voicecache serve`'s settings."""
+    port = h.free_port()
+    command = [h.PYTHON, "-m", "uvicorn", "benchmarks.bare_asgi:app", "--port", str(port)]
+    command += ["--host", h.LOOPBACK, "--loop", "uvloop", "--http", "httptools"]
+    command += ["--no-access-log", "--log-level", "warning"]
+    process = h.Process("bare-asgi", h.pinned(command, cores), env={"BARE_ASGI_FILE": str(clip)})
+    process.start()
+    url = f"http://{h.LOOPBACK}:{port}"
+    process.wait_http(f"{url}/healthz")
+    return process, url
 
 
 def start_nginx(root: Path, workers: int, cores: str | None) -> tuple[h.Process, str]:
@@ -364,7 +383,7 @@ def run(quick: bool = False, params: Params | None = None) -> dict[str, Any]:
                     for name in p.servers
                     if name != "voicecache" and workers == 1 and importlib.util.find_spec(name)
                 }
-                nginx = None
+                nginx = bare = None
                 try:
                     status, headers, clip = _fetch(f"{base}/tts", json.dumps(TTS_BODY).encode())
                     if status != 200:
@@ -379,6 +398,8 @@ def run(quick: bool = False, params: Params | None = None) -> dict[str, Any]:
                     target.write_bytes(clip)
                     os.chmod(target, 0o644)
                     nginx, nginx_url = start_nginx(www, workers, server_cores)
+                    if workers == 1 and tier == "memory" and p.bare_asgi:
+                        bare, bare_url = start_bare_asgi(target, server_cores)
                     # Warm every worker (each has its own memory tier), then check answers.
                     if workers > 1:
                         wrk(f"{base}/tts", 32, 1.0, script, client_cores)
@@ -396,6 +417,8 @@ def run(quick: bool = False, params: Params | None = None) -> dict[str, Any]:
                         f"GET {get_status}, nginx {n_status}"
                     )
                     targets = [("nginx", "GET file", nginx_url + path, None, nginx.pid)]
+                    if bare is not None:
+                        targets.append((BARE, "GET file", bare_url + path, None, bare.pid))
                     servers = {"voicecache": (gateway, base)} | others
                     for name, (process, url) in servers.items():
                         if name != "voicecache":  # this one stored the line: its first hit
@@ -449,6 +472,8 @@ def run(quick: bool = False, params: Params | None = None) -> dict[str, Any]:
                         process.stop()
                     if nginx is not None:
                         nginx.stop()
+                    if bare is not None:
+                        bare.stop()
     finally:
         if redis is not None:
             redis.close()
@@ -553,6 +578,33 @@ def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _ceiling(result: dict[str, Any]) -> str:
+    """The bare ASGI app beside the gateway's memory GET: the server's share of a hit's cost."""
+    rows = {
+        (r.get("server"), r["endpoint"], r["connections"]): r
+        for r in result.get("summary", [])
+        if r["workers"] == 1 and r["tier"] == "memory"
+    }
+    lines = []
+    for connections in (32, 1):
+        bare = rows.get((BARE, "GET file", connections))
+        ours = rows.get(("voicecache", "GET /v1/audio/{key}.wav", connections))
+        if bare is None or ours is None:
+            continue
+        own = (ours.get("cpu_us_per_request") or 0) - (bare.get("cpu_us_per_request") or 0)
+        lines.append(
+            f"- {connections} connection(s): the bare ASGI app reaches {bare['x_nginx']:.2f}× "
+            f"nginx at {h.fmt(bare.get('cpu_us_per_request'), 0)} µs of CPU per request; the "
+            f"gateway's memory GET {ours['x_nginx']:.2f}× at "
+            f"{h.fmt(ours.get('cpu_us_per_request'), 0)} µs, so ≈ {own:.0f} µs per hit are "
+            "voicecache's own work (security, fast lane, lookup, headers, metrics, access "
+            "bookkeeping)."
+        )
+    if not lines:
+        return ""
+    return "The ceiling under uvicorn (memory tier, 1 worker):\n\n" + "\n".join(lines) + "\n"
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     if "skipped" in result:
         return f"Not measured: {result['skipped']}.\n"
@@ -562,7 +614,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         "round(s); ratio = voicecache req/s ÷ nginx req/s measured in the same round (median "
         "and range over rounds); CPU µs/req = the server's process tree's CPU time per request "
         "(steadier than req/s on a shared machine). Servers: `voicecache serve` (uvicorn, "
-        "uvloop, httptools) and, where marked, the same app under granian. "
+        "uvloop, httptools) and, where marked, the same app under granian; the bare ASGI app "
+        "(`benchmarks/bare_asgi.py`) answers every request with the same bytes under the same "
+        "uvicorn: the ceiling for any ASGI app. "
         "nginx: `sendfile on; tcp_nopush off; access_log off`.\n"
     ]
     if result["tiers_not_on_main"]:
@@ -575,7 +629,9 @@ def render_markdown(result: dict[str, Any]) -> str:
             r["tier"] if r["endpoint"] != "GET file" else f"({r['tier']} round)",
             r["connections"],
             "nginx static file"
-            if r["endpoint"] == "GET file"
+            if r.get("server") == "nginx"
+            else "bare ASGI app, same bytes (uvicorn)"
+            if r.get("server") == BARE
             else (
                 r["endpoint"]
                 if r.get("server", "voicecache") == "voicecache"
@@ -587,7 +643,7 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"{r['x_nginx']:.2f}"
             + (
                 f" ({r['x_nginx_range'][0]:.2f}–{r['x_nginx_range'][1]:.2f})"
-                if r.get("x_nginx_range") and r["endpoint"] != "GET file"
+                if r.get("x_nginx_range") and r.get("server") != "nginx"
                 else ""
             ),
             h.fmt(r.get("cpu_us_per_request"), 0),
@@ -634,6 +690,9 @@ def render_markdown(result: dict[str, Any]) -> str:
                 ],
             )
         )
+    ceiling = _ceiling(result)
+    if ceiling:
+        out.append(ceiling)
     checks = result["checks"]
     if checks:
         out.append(
