@@ -306,7 +306,7 @@ def run(
 
 
 def render_markdown(result: dict[str, Any]) -> str:
-    return render(result["rows"])
+    return render(result["rows"]) + "\n"
 
 
 def render(results: list[dict[str, Any]]) -> str:

@@ -233,7 +233,8 @@ def render(results: dict[str, Any], meta: dict[str, Any], plots: dict[str, str])
     out.append(
         "Commands: `make bench` (= `make bench-deps` to install Debian `nginx-light` and `wrk`, "
         "then `python -m benchmarks.run`). Each scenario also runs alone: "
-        "`python -m benchmarks.article|herd|hitpath|density|rss|streaming|segments [--quick]`, "
+        "`python -m benchmarks.article|herd|hitpath|density|rss|streaming|segments|coldstart "
+        "[--quick]`, "
         "`python benchmarks/simulate.py`. Servers are started by the scripts: "
         "`python -m voicecache serve --port P --workers W` configured by `VOICECACHE_*` "
         "variables (tiers, engine), `python -m tests.fakes.emotivoice --port P --latency S`, "
