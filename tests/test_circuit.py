@@ -3,6 +3,8 @@ every transition, the single half-open probe, and the counters metrics read."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from voicecache.circuit import STATES, CircuitBreaker
@@ -157,3 +159,50 @@ def test_zero_cooldown_probes_at_once() -> None:
 def test_bad_limits_are_refused(failures: int, cooldown: float) -> None:
     with pytest.raises(ValueError):
         CircuitBreaker(failures=failures, cooldown=cooldown)
+
+
+async def _returns() -> str:
+    return "ok"
+
+
+async def _raises(exc: Exception) -> str:
+    raise exc
+
+
+async def test_run_gives_each_outcome_its_verdict() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failures=1, cooldown=10, clock=clock)
+    failures = (OSError, KeyError)
+
+    def answer(exc: Exception) -> bool:
+        return isinstance(exc, KeyError)  # e.g. "no such object": the backend answered
+
+    with pytest.raises(KeyError):
+        await breaker.run(lambda: _raises(KeyError("gone")), failures, answer)
+    assert breaker.state == "closed"
+    with pytest.raises(ValueError):  # not one of `failures`: no verdict
+        await breaker.run(lambda: _raises(ValueError("bug")), failures, answer)
+    assert breaker.state == "closed" and breaker.consecutive_failures == 0
+    with pytest.raises(OSError):
+        await breaker.run(lambda: _raises(OSError("down")), failures, answer)
+    assert breaker.state == "open"
+    clock.now += 10
+    assert breaker.allow()  # the probe
+    assert await breaker.run(_returns, failures) == "ok"
+    assert breaker.state == "closed"
+
+
+async def test_run_cancelled_probe_frees_the_probe_slot() -> None:
+    clock = Clock()
+    breaker = opened_breaker(clock)
+    clock.now += 10
+    assert breaker.allow()
+    assert not breaker.allow()  # the probe is in flight
+
+    async def cancelled() -> str:
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await breaker.run(cancelled, (OSError,))
+    assert breaker.state == "half_open"
+    assert breaker.allow()  # no verdict, and the next caller may probe

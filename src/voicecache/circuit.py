@@ -28,10 +28,12 @@ tests need no sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from typing import Literal, TypeVar
 
+T = TypeVar("T")
 State = Literal["closed", "open", "half_open"]
 STATES: tuple[State, ...] = ("closed", "open", "half_open")
 
@@ -107,6 +109,33 @@ class CircuitBreaker:
             self._open_until = self.clock() + self.cooldown
             self._state = "open"
             self.transitions["open"] += 1
+
+    async def run(
+        self,
+        work: Callable[[], Awaitable[T]],
+        failures: tuple[type[Exception], ...],
+        answer: Callable[[Exception], bool] | None = None,
+    ) -> T:
+        """Run one call that `allow()` let through and give its verdict: success when it
+        returns, or when it raises one of `failures` that `answer` accepts (the backend
+        answered, e.g. "no such object"); failure for the other `failures`; none when it is
+        cancelled (a cancelled probe frees the probe slot for the next caller) or raises
+        anything else. Exceptions propagate unchanged, for the caller to translate."""
+        probe = self.probing  # right after allow(): whether this call is the probe
+        try:
+            result = await work()
+        except asyncio.CancelledError:
+            if probe:
+                self.release_probe()
+            raise
+        except failures as exc:
+            if answer is not None and answer(exc):
+                self.success()
+            else:
+                self.failure()
+            raise
+        self.success()
+        return result
 
     def release_probe(self) -> None:
         """The probe ended without a verdict (cancelled): let the next caller probe."""

@@ -14,7 +14,6 @@ server); redis-py reconnects by itself once the server is back.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -111,19 +110,11 @@ class RedisHandle:
         if not self.breaker.allow():
             self.skipped += 1
             raise CircuitOpen(f"redis skipped for {what}: circuit open after repeated failures")
-        probe = self.breaker.probing  # right after allow(): whether this call is the probe
         try:
-            result = await work()
-        except asyncio.CancelledError:  # no verdict: a cancelled probe must not block the next
-            if probe:
-                self.breaker.release_probe()
-            raise
+            return await self.breaker.run(work, BACKEND_ERRORS)
         except BACKEND_ERRORS as exc:
-            self.breaker.failure()
             self.errors += 1
             raise StorageError(f"redis {what} failed: {type(exc).__name__}: {exc}") from exc
-        self.breaker.success()
-        return result
 
     async def aclose(self) -> None:
         await self.client.aclose()

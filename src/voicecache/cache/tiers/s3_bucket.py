@@ -25,6 +25,8 @@ from voicecache.errors import StorageError
 from voicecache.model import EntryMeta, read_header
 
 T = TypeVar("T")
+# What counts against the breaker; a missing object among them is an answer (`_is_missing`).
+_FAILURES = (ClientError, TimeoutError, BotoCoreError, OSError)
 
 HEADER_PROBE = 64 * 1024  # bytes read to parse a header (text ≤ 4000 chars, JSON-escaped)
 _CONCURRENCY = 16  # header reads in flight during a pass
@@ -36,6 +38,11 @@ Found = tuple[str, str, EntryMeta, int]  # object key, entry id, header, stored 
 
 def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _is_missing(exc: Exception) -> bool:
+    """A missing object: an answer from S3, not a failure of it."""
+    return isinstance(exc, ClientError) and error_code(exc) in MISSING
 
 
 class Bucket:
@@ -116,28 +123,16 @@ class Bucket:
         if not self.breaker.allow():
             self.skipped += 1
             raise StorageError(f"s3 skipped for {what}: circuit open after repeated failures")
-        probe = self.breaker.probing  # right after allow(): whether this call is the probe
         try:
-            result = await work()
-        except asyncio.CancelledError:  # no verdict: a cancelled probe must not block the next
-            if probe:
-                self.breaker.release_probe()
-            raise
+            return await self.breaker.run(work, _FAILURES, answer=_is_missing)
         except ClientError as exc:
-            if error_code(exc) in MISSING:
-                self.breaker.success()
+            if _is_missing(exc):
                 raise
-            self._failed()
+            self.errors += 1
             raise StorageError(f"s3 {what} failed: {error_code(exc)}: {exc}") from exc
         except (TimeoutError, BotoCoreError, OSError) as exc:
-            self._failed()
+            self.errors += 1
             raise StorageError(f"s3 {what} failed: {type(exc).__name__}: {exc}") from exc
-        self.breaker.success()
-        return result
-
-    def _failed(self) -> None:
-        self.breaker.failure()
-        self.errors += 1
 
     # -- passes: paced ----------------------------------------------------------------------------
 
