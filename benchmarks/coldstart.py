@@ -114,17 +114,15 @@ print(json.dumps(asyncio.run(main())))
 def _tree_rss_kib(pid: int) -> int:
     """The largest VmRSS in the process tree of `pid` (the worker, with 1 worker)."""
     from benchmarks.hitpath import _process_tree
+    from benchmarks.rss import rss_bytes
 
     largest = 0
     for member in _process_tree(pid):
         try:
-            status = Path(f"/proc/{member}/status").read_text()
-        except OSError:
+            largest = max(largest, rss_bytes(member))
+        except (OSError, RuntimeError):  # gone meanwhile, or a zombie without VmRSS
             continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                largest = max(largest, int(line.split()[1]))
-    return largest
+    return largest // 1024
 
 
 def gateway_restart(data_dir: Path) -> dict[str, Any]:
