@@ -16,7 +16,7 @@ from tests.cli.test_cli import run_cli
 from tests.conftest import LiveApp, error_message
 from tests.voice_samples import master_key, voice_like
 from voicecache.cli.main import app as cli_app
-from voicecache.errors import ConfigError
+from voicecache.errors import ConfigError, KeysUnavailable
 from voicecache.http.server import check_bind_is_safe
 from voicecache.security.audit import AuditLog
 from voicecache.security.auth import KeyStore
@@ -320,6 +320,28 @@ def test_a_broken_keys_file_fails_closed(serve: Callable[..., LiveApp], settings
     response = live.client.post("/tts", json=LINE)
     assert response.status_code == 503 and "keys file" in response.json()["detail"]
     assert httpx.get(live.url + "/healthz").status_code == 200
+
+
+def test_an_unreadable_keys_file_refuses_every_check_until_it_is_readable(
+    settings: Settings,
+) -> None:
+    """Not only the first check of each recheck interval: a second check 0.1 s later used to
+    find no keys and let the caller in."""
+    settings.keys_path.parent.mkdir(parents=True, exist_ok=True)
+    settings.keys_path.write_text("{not json")
+    now = [100.0]
+    store = KeyStore(settings.keys_path, clock=lambda: now[0])
+    for step in (0.0, 0.1, 0.1, 0.1):  # within one recheck interval, then the next one
+        now[0] += step
+        with pytest.raises(KeysUnavailable):
+            _ = store.configured
+    settings.keys_path.unlink()
+    now[0] += 0.1  # still within the interval: the last read failed
+    with pytest.raises(KeysUnavailable):
+        _ = store.configured
+    now[0] += 0.3  # the next read succeeds (no file: no keys)
+    assert store.configured is False
+    assert store.configured is False
 
 
 def test_voices_uploaded_before_keys_stay_private_on_every_path(

@@ -113,6 +113,7 @@ class KeyStore:
         self._by_hash: dict[str, ApiKey] = {}
         self._existed = False  # whether keys have ever existed here (see the module docstring)
         self.generation = 0  # bumped whenever the set of keys changes
+        self._unavailable: str | None = None  # why the last read failed, until one succeeds
 
     # -- reading (servers) -----------------------------------------------------------------
 
@@ -120,8 +121,20 @@ class KeyStore:
         """Re-read the file if it changed; cheap (one stat, at most every recheck_seconds)."""
         now = self.clock()
         if now - self._checked < self.recheck_seconds:
+            if self._unavailable is not None:
+                # Still unreadable: fail closed until a read succeeds, not only on the first
+                # request of each recheck interval.
+                raise KeysUnavailable(self._unavailable)
             return
         self._checked = now
+        try:
+            self._reread()
+        except KeysUnavailable as exc:
+            self._unavailable = exc.detail
+            raise
+        self._unavailable = None
+
+    def _reread(self) -> None:
         try:
             stat = self.path.stat()
         except FileNotFoundError:
