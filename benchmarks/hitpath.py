@@ -38,6 +38,7 @@ from benchmarks import _harness as h
 
 TEXT = "Victory is ours, well played everyone!"
 TTS_BODY = {"text": TEXT, "voice": "en", "format": "wav"}
+ASGI_ONLY = "asgi-only"  # `voicecache serve` with VOICECACHE_WIRE_HITS=false
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,10 @@ class Params:
     seconds: float
     rounds: int
     profile_seconds: float
-    # ASGI servers the gateway runs under: "voicecache" (`voicecache serve`: uvicorn, uvloop,
-    # httptools) and "granian" (the same app factory), side by side with 1 worker.
+    # Servers the gateway runs under: "voicecache" (`voicecache serve`: uvicorn, uvloop,
+    # httptools, memory hits answered in the HTTP protocol), ASGI_ONLY (the same with
+    # VOICECACHE_WIRE_HITS=false: the before/after of that lane) and "granian" (the same app
+    # factory), side by side with 1 worker.
     servers: tuple[str, ...] = ("voicecache",)
     # A bare ASGI app serving the same bytes under the same uvicorn (bare_asgi.py): the
     # ceiling for any ASGI app, measured with the 1-worker memory tier.
@@ -63,7 +66,7 @@ FULL = Params(
     seconds=3.0,
     rounds=2,
     profile_seconds=6.0,
-    servers=("voicecache", "granian"),
+    servers=("voicecache", ASGI_ONLY, "granian"),
 )
 QUICK = Params(
     workers=(1,),
@@ -192,6 +195,14 @@ def _post_script(directory: Path) -> Path:
 
 
 BARE = "bare ASGI"
+
+
+def _start_other(name: str, env: dict[str, str], cores: str | None) -> tuple[h.Process, str]:
+    """The gateway beside `voicecache serve`: under another ASGI server, or (`ASGI_ONLY`)
+    the same server with the protocol's hit lane off, so every hit goes through ASGI."""
+    if name == ASGI_ONLY:
+        return h.start_gateway({**env, "VOICECACHE_WIRE_HITS": "false"}, workers=1, cores=cores)
+    return h.start_gateway(env, workers=1, cores=cores, server=name)
 
 
 def start_bare_asgi(clip: Path, cores: str | None) -> tuple[h.Process, str]:
@@ -379,9 +390,11 @@ def run(quick: bool = False, params: Params | None = None) -> dict[str, Any]:
                 gateway, base = h.start_gateway(env, workers=workers, cores=server_cores)
                 # The same app under other ASGI servers, side by side (1 worker only).
                 others = {
-                    name: h.start_gateway(env, workers=1, cores=server_cores, server=name)
+                    name: _start_other(name, env, server_cores)
                     for name in p.servers
-                    if name != "voicecache" and workers == 1 and importlib.util.find_spec(name)
+                    if name != "voicecache"
+                    and workers == 1
+                    and (name == ASGI_ONLY or importlib.util.find_spec(name))
                 }
                 nginx = bare = None
                 try:
@@ -614,7 +627,10 @@ def render_markdown(result: dict[str, Any]) -> str:
         "round(s); ratio = voicecache req/s ÷ nginx req/s measured in the same round (median "
         "and range over rounds); CPU µs/req = the server's process tree's CPU time per request "
         "(steadier than req/s on a shared machine). Servers: `voicecache serve` (uvicorn, "
-        "uvloop, httptools) and, where marked, the same app under granian; the bare ASGI app "
+        "uvloop, httptools; plain memory hits answered in the HTTP protocol, below ASGI) and, "
+        f"where marked, the same with that lane off (`{ASGI_ONLY}`: "
+        "`VOICECACHE_WIRE_HITS=false`, every hit through ASGI) or the same app under granian; "
+        "the bare ASGI app "
         "(`benchmarks/bare_asgi.py`) answers every request with the same bytes under the same "
         "uvicorn: the ceiling for any ASGI app. "
         "nginx: `sendfile on; tcp_nopush off; access_log off`.\n"

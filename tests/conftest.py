@@ -18,6 +18,7 @@ from tests.servers import UvicornThread
 from voicecache.bootstrap import Services
 from voicecache.cache.service import Gateway
 from voicecache.http.app import create_app
+from voicecache.http.protocol import GatewayProtocol
 from voicecache.http.state import services_of
 from voicecache.settings import Settings
 
@@ -74,7 +75,8 @@ def serve() -> Iterator[Callable[..., LiveApp]]:
 
     def start(settings: Settings, **kwargs: Any) -> LiveApp:
         app = create_app(settings, **kwargs)
-        server = UvicornThread(app, lifespan="on").start()
+        # The protocol `voicecache serve` runs: plain memory hits are answered in it.
+        server = UvicornThread(app, lifespan="on", http=GatewayProtocol).start()
         live = LiveApp(app, server)
         started.append(live)
         return live

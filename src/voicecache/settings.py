@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024
     max_header_bytes: int = 16 * 1024  # request line + headers; over it: 431, connection closed
     client_timeout: float = 30.0
+    # Answer plain memory hits in the HTTP protocol, below ASGI (http/protocol.py); off: every
+    # request goes through ASGI (the fast lane middleware still answers hits there).
+    wire_hits: bool = True
 
     # -- requests ----------------------------------------------------------------------------
     normalization: Normalization = "standard"

@@ -47,13 +47,14 @@ def serve(
         shutil.rmtree(shared, ignore_errors=True)
         shared.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared)
-    from voicecache.http.middleware.slowclients import HeaderDeadlineProtocol
+    from voicecache.http.protocol import GatewayProtocol
 
     # Slow clients: headers must arrive within client_timeout (HeaderDeadlineProtocol), bodies
-    # too (security middleware, 408); idle keep-alive connections close after 30 s.
+    # too (security middleware, 408); idle keep-alive connections close after 30 s. Plain
+    # memory hits are answered in the protocol itself (GatewayProtocol, http/protocol.py).
     uvicorn.run(
         "voicecache.http.server:app_from_environment",
-        http=HeaderDeadlineProtocol,
+        http=GatewayProtocol,
         factory=True,
         host=settings.host,
         port=settings.port,

@@ -6,7 +6,8 @@ closes them again. There is no module-level app or settings. Errors become respo
 `http/errors.py`, in one place.
 
 Middleware, outermost first: access log → security (auth, rate limits, body limits) → fast
-lane (memory hits in raw ASGI) → FastAPI's routes.
+lane (memory hits in raw ASGI) → FastAPI's routes. Under `voicecache serve`, plain memory hits
+are answered before all of them, in the HTTP protocol (`http/protocol.py`), by the same code.
 """
 
 from __future__ import annotations
@@ -86,8 +87,15 @@ def create_app(
         app.include_router(router.router)
     _document_openai_errors(app)
     install_error_handlers(app)
+    access_log = AccessLog(settings.log_format) if access_log_enabled(settings) else None
     # Starlette runs the middleware added last first.
-    app.add_middleware(FastLane, build_request=speech.request_from_json)
+    app.add_middleware(
+        FastLane,
+        build_request=speech.request_from_json,
+        access_log=access_log,
+        public_audio=settings.public_audio,
+        wire_hits=settings.wire_hits,
+    )
     app.add_middleware(
         SecurityMiddleware,
         max_body_bytes=settings.max_body_bytes,
@@ -96,9 +104,9 @@ def create_app(
         max_header_bytes=settings.max_header_bytes,
         public_audio=settings.public_audio,
     )
-    if access_log_enabled(settings):  # outermost: it times and logs every request
-        app.state.access_log = AccessLog(settings.log_format)
-        app.add_middleware(AccessLogMiddleware, access_log=app.state.access_log)
+    if access_log is not None:  # outermost: it times and logs every request
+        app.state.access_log = access_log
+        app.add_middleware(AccessLogMiddleware, access_log=access_log)
     return app
 
 

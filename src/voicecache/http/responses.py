@@ -19,6 +19,8 @@ the very same headers for plain hits without going through FastAPI.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Scope, Send
@@ -78,15 +80,20 @@ def keep_private(send: Send) -> Send:
 
     async def send_private(message: Message) -> None:
         if message["type"] == "http.response.start":
-            headers = message.get("headers", ())
-            for index, (name, value) in enumerate(headers):
-                if name == b"cache-control" and value.startswith(b"public"):
-                    message["headers"] = list(headers)
-                    message["headers"][index] = (name, b"private" + value[6:])
-                    break
+            message["headers"] = made_private(message.get("headers", ()))
         await send(message)
 
     return send_private
+
+
+def made_private(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """`headers` with `Cache-Control: public, …` turned into `private, …`."""
+    changed = list(headers)
+    for index, (name, value) in enumerate(changed):
+        if name == b"cache-control" and value.startswith(b"public"):
+            changed[index] = (name, b"private" + value[6:])
+            break
+    return changed
 
 
 def etag_matches(header: str | None, etag: str) -> bool:

@@ -21,6 +21,11 @@ exact spellings in `_JSON_TYPES`; anything else the route may or may not take is
 an `X-Cache-Tags` header validated together with the body's tags exactly as the route does,
 and whole-path matches (`fullmatch`: `$` would let a trailing newline through).
 
+Under `voicecache serve` the lane has a second half below ASGI: the HTTP protocol offers each
+request to `WireHits` (wirehits.py) first, which answers plain memory hits with the same code
+before uvicorn builds an ASGI request at all. This middleware hands it to the protocol through
+the lifespan state, and shares its memo with it (`remembered`).
+
 For speech requests, the cache key of each distinct request body is remembered, so a repeated
 body costs one digest and one dict lookup instead of JSON parsing, normalization and hashing.
 The memo is keyed by the body's SHA-256 (never the body itself), bounded by entries and by
@@ -41,6 +46,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from voicecache.bounded import BoundedDict, sizeof_str
 from voicecache.cache.service import Gateway
 from voicecache.errors import VoicecacheError
+from voicecache.http.middleware.accesslog import AccessLog
+from voicecache.http.middleware.wirehits import WIRE_HITS_STATE, WireHits
 from voicecache.http.responses import cache_headers, note_result
 from voicecache.http.state import services_of
 from voicecache.model import SpeechRequest, SpeechResult
@@ -70,14 +77,27 @@ class FastLane:
     MEMO_ENTRY_BYTES = 400
     memo_max_bytes = 4 * 1024 * 1024  # ~10,000 bodies: the hot lines, not every line ever
 
-    def __init__(self, app: ASGIApp, build_request: RequestBuilder | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        build_request: RequestBuilder | None = None,
+        access_log: AccessLog | None = None,
+        public_audio: bool = False,
+        wire_hits: bool = True,
+    ) -> None:
         self.app = app
         self.build_request = build_request
+        # For the protocol's half (wirehits.py), which writes its own log lines and, like the
+        # security middleware, keeps audio fetched with a key private unless `public_audio`.
+        self.access_log = access_log
+        self.public_audio = public_audio
+        self.wire_hits = wire_hits
         # SHA-256 of path and body → (storage id, engine name), for built-in voices only.
         self._memo: BoundedDict[bytes, tuple[str, str]] = BoundedDict(
             self.MEMO_MAX_ENTRIES, self.memo_max_bytes, _memo_entry_size
         )
-        self.answered = 0  # hits answered here (for tests and benchmarks)
+        self.answered = 0  # speech hits answered here or by `wire` (for tests and benchmarks)
+        self.wire: WireHits | None = None  # the protocol's half, for the running app
 
     @property
     def memo_entries(self) -> int:
@@ -90,8 +110,22 @@ class FastLane:
     def memo_keys(self) -> list[bytes]:
         return list(self._memo)
 
+    def remembered(self, path: str, body: bytes) -> tuple[str, str] | None:
+        """The (storage id, engine name) remembered for this speech request body, if any."""
+        memo_key = _memo_key(path, body)
+        return None if memo_key is None else self._memo.get(memo_key)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if (
+                scope["type"] == "lifespan"
+                and self.wire_hits
+                and isinstance(scope.get("state"), dict)
+            ):
+                # The protocol's half of the lane (wirehits.py) finds this app's through the
+                # lifespan state; a new one per start, as the app builds new services.
+                self.wire = WireHits(scope["app"], self, self.access_log, self.public_audio)
+                scope["state"][WIRE_HITS_STATE] = self.wire
             await self.app(scope, receive, send)
             return
         method = scope["method"]
@@ -132,9 +166,7 @@ class FastLane:
             return
         gateway = services.gateway
         # A tags header is validated together with the body's tags: no memo for those.
-        memo_key = None
-        if tags is None and len(body) <= self.MEMO_MAX_BODY:
-            memo_key = hashlib.sha256(body).digest() + (b"t" if path == "/tts" else b"o")
+        memo_key = None if tags is not None else _memo_key(path, body)
         resolved = None if memo_key is None else self._memo.get(memo_key)
         if resolved is None:
             # The caller's tenant (set by the security middleware): it decides which uploaded
@@ -195,6 +227,13 @@ class FastLane:
         headers.append((b"content-length", str(len(result.data)).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": result.data})
+
+
+def _memo_key(path: str, body: bytes) -> bytes | None:
+    """The memo's key for a speech request body: its digest, and which route it went to."""
+    if len(body) > FastLane.MEMO_MAX_BODY:
+        return None
+    return hashlib.sha256(body).digest() + (b"t" if path == "/tts" else b"o")
 
 
 def _memo_entry_size(key: bytes, value: tuple[str, str]) -> int:

@@ -117,12 +117,18 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._arm()
 
     def on_headers_complete(self) -> None:
+        self._end_of_head()
+        super().on_headers_complete()
+
+    def _end_of_head(self) -> None:
         deadlines_for(self.loop).discard(self)
         self._in_head = False
-        super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._expect_head()
+
+    def _expect_head(self) -> None:
         # What follows is the next request's head. (Pipelined bytes that arrived in the same
         # packet as this request's end go uncounted: at most one read, a bounded amount.)
         self._in_head = True

@@ -1,0 +1,198 @@
+"""The fast lane's protocol half: memory hits answered from the parsed request, below ASGI.
+
+On uvicorn, an ASGI request costs a task, a scope, a receive/send pair and one coroutine per
+middleware before the fast lane (fastlane.py) even looks at it; for a memory hit of 100 KB
+that is more than the lookup and the write together. So the HTTP protocol class
+(`http/protocol.py`) offers each request to `WireHits` first, and `WireHits` answers it on
+the spot when it is a plain memory hit:
+
+- `GET /v1/audio/{key}.{format}` whose audio is fresh in memory and belongs to no tenant;
+- `POST /tts` / `POST /v1/audio/speech` with a JSON body of at most `FastLane.MEMO_MAX_BODY`
+  bytes (declared by `Content-Length`) that the fast lane has already resolved to a key
+  (`FastLane.remembered`), whose audio is fresh in memory.
+
+It runs the same code the middleware would, in the same order: authentication and scope
+(`Authenticator.check_scope`), `Cache-Control: private` for callers with a key (unless
+`public_audio`), the response headers (`responses.cache_headers`, then uvicorn's default
+`server` and `date`), the hit and request metrics (`Gateway.note_hit`,
+`observer.request_done`) and the access log line with its `X-Request-ID`. The bytes on the
+wire are the ones the ASGI path writes for the same hit.
+
+Everything else is declined and goes through ASGI as usual: any other route or method,
+HTTP/1.0 or `Connection: close`, conditional or range requests, `Cache-Control: no-cache`,
+`Expect`, `X-Cache-Tags`, chunked bodies, a query string, rate limits configured (they need
+the client's address after proxy headers, and may wait), a refused caller (the slow path
+writes the 401/403), a miss, and audio of a tenant (the route checks who may have it).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from starlette.types import ASGIApp
+
+from voicecache.errors import VoicecacheError
+from voicecache.http.middleware.accesslog import AccessLog, request_id_from
+from voicecache.http.responses import cache_headers, made_private
+from voicecache.http.state import services_of
+from voicecache.model import SpeechResult
+from voicecache.security.auth import required_scope
+
+# The lifespan-state key under which the fast lane leaves this app's `WireHits`.
+WIRE_HITS_STATE = "voicecache.wire_hits"
+
+# What `WireHits.kind` says about a request, from its head alone.
+NOT_OURS = 0
+AUDIO_GET = 1
+SPEECH_POST = 2
+
+_AUDIO_URL = re.compile(rb"/v1/audio/([0-9a-f]{64})\.(wav|flac|mp3|opus|pcm)")  # fullmatch
+_SPEECH_URLS = frozenset({b"/tts", b"/v1/audio/speech"})
+# Headers that make a request the slow path's: conditional, partial, upgrades, 100-continue.
+_DECLINED = frozenset(
+    {
+        b"range",
+        b"if-none-match",
+        b"if-match",
+        b"if-modified-since",
+        b"if-range",
+        b"expect",
+        b"upgrade",
+        b"transfer-encoding",
+        b"x-cache-tags",
+    }
+)
+_JSON_TYPES = frozenset(
+    {b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8"}
+)
+_STATUS_200 = b"HTTP/1.1 200 OK\r\n"
+
+Write = Callable[[list[bytes]], None]
+
+
+class SpeechMemo(Protocol):
+    """What WireHits needs of the fast lane: its memo of resolved speech bodies."""
+
+    MEMO_MAX_BODY: int
+    answered: int
+
+    def remembered(self, path: str, body: bytes) -> tuple[str, str] | None: ...
+
+
+class WireHits:
+    """Answers plain memory hits for one running app; see the module docstring."""
+
+    def __init__(
+        self, app: ASGIApp, lane: SpeechMemo, access_log: AccessLog | None, public_audio: bool
+    ) -> None:
+        self._scope = {"app": app}  # how `services_of` finds this start's services
+        self.lane = lane
+        self.access_log = access_log
+        self.public_audio = public_audio
+        self.answered = 0  # requests answered here (for tests and benchmarks)
+
+    def kind(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]) -> int:
+        """Whether the request with this head may be ours (`AUDIO_GET`, `SPEECH_POST`), or is
+        certainly the slow path's (`NOT_OURS`). Cheap: it runs on every request."""
+        if method == b"GET":
+            if _AUDIO_URL.fullmatch(url) is None:
+                return NOT_OURS
+            for name, value in headers:
+                if name in _DECLINED or name == b"content-length":
+                    return NOT_OURS
+                if name == b"cache-control" and b"no-cache" in value.lower():
+                    return NOT_OURS
+            return AUDIO_GET
+        if method != b"POST" or url not in _SPEECH_URLS:
+            return NOT_OURS
+        json_body = False
+        declared = -1
+        for name, value in headers:
+            if name in _DECLINED:
+                return NOT_OURS
+            if name == b"content-type":
+                if json_body or value.lower() not in _JSON_TYPES:
+                    return NOT_OURS
+                json_body = True
+            elif name == b"content-length":
+                if declared >= 0 or not value.isdigit():
+                    return NOT_OURS
+                declared = int(value)
+            elif name == b"cache-control" and b"no-cache" in value.lower():
+                return NOT_OURS
+        if not json_body or not 0 < declared <= self.lane.MEMO_MAX_BODY:
+            return NOT_OURS
+        return SPEECH_POST
+
+    def answer(
+        self,
+        kind: int,
+        url: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        arrived: float,
+        default_headers: list[tuple[bytes, bytes]],
+        write: Write,
+    ) -> bool:
+        """Write the whole response for a request `kind` said may be ours, and record it, if
+        it is a plain memory hit; False (nothing written) when the slow path must answer."""
+        services = services_of(self._scope)
+        if services.rate_limits is not None:
+            return False
+        settings = services.settings
+        method = "GET" if kind == AUDIO_GET else "POST"
+        path = url.decode("ascii")
+        authorization = None
+        for name, value in headers:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        try:
+            principal = services.authenticator.check_scope(
+                required_scope(method, path), authorization
+            )
+        except VoicecacheError:
+            return False  # the slow path writes the 401 or 403
+        gateway = services.gateway
+        result: SpeechResult | None
+        if kind == AUDIO_GET:
+            entry_id = path[10:]  # after "/v1/audio/"
+            result = gateway.memory_peek(entry_id)
+            if result is None or result.meta.tenant is not None:
+                return False
+            gateway.note_hit(entry_id, result.meta)
+            engine = result.meta.engine
+        else:
+            if len(body) > settings.max_body_bytes:
+                return False
+            resolved = self.lane.remembered(path, body)
+            if resolved is None:
+                return False
+            result = gateway.memory_hit(resolved[0])
+            if result is None:
+                return False
+            engine = resolved[1]
+            self.lane.answered += 1
+        response = [*default_headers, *cache_headers(result, gateway.clock())]
+        if principal.key_id is not None and not self.public_audio:
+            response = made_private(response)
+        response.append((b"content-length", str(len(result.data)).encode()))
+        access_log = self.access_log
+        request_id = ""
+        if access_log is not None:
+            request_id = request_id_from(headers)
+            response.append((b"x-request-id", request_id.encode()))
+        head = [_STATUS_200]
+        for name, value in response:
+            head += (name, b": ", value, b"\r\n")
+        head.append(b"\r\n")
+        self.answered += 1  # before the write: a test may read it once the answer arrives
+        write([b"".join(head), result.data])
+        elapsed = time.perf_counter() - arrived
+        gateway.observer.request_done(result, engine, elapsed)
+        if access_log is not None:
+            access_log.emit(request_id, method, path, 200, elapsed, result)
+        return True

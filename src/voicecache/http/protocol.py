@@ -1,0 +1,116 @@
+"""The HTTP protocol `voicecache serve` runs: uvicorn's httptools protocol with slow-client
+limits (`HeaderDeadlineProtocol`) and the fast lane's protocol half (`WireHits`).
+
+A request whose head `WireHits.kind` accepts is held back from ASGI while the rest of the
+bytes of the same read are parsed. If its body is complete by then (a GET has none; a speech
+POST is at most `FastLane.MEMO_MAX_BODY` bytes, declared up front), `WireHits.answer` either
+writes the whole response or declines. A declined request, or one whose body is still
+arriving at the end of the read, is handed to uvicorn exactly as it would have been at the
+end of its head: slow bodies meet the security middleware's deadline (408) as always.
+
+A request is only offered when nothing else is in flight on the connection (no ASGI response
+pending, no pipelined request queued, the transport accepting writes), so responses stay in
+request order and a client that does not read cannot make the lane buffer more than one
+response. What uvicorn does when a response completes (keep-alive timer, resumed reads, the
+`--limit-max-requests` count) runs after a lane answer too: `on_response_complete`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from voicecache.http.middleware.slowclients import HeaderDeadlineProtocol
+from voicecache.http.middleware.wirehits import NOT_OURS, WIRE_HITS_STATE, WireHits
+
+
+class GatewayProtocol(HeaderDeadlineProtocol):
+    """uvicorn's httptools protocol with slow-client limits and memory hits answered here."""
+
+    _wire: WireHits | None = None
+    _held: bytearray | None = None  # the body so far of a request offered to the lane
+    _kind = NOT_OURS
+    _arrived = 0.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._wire = self.app_state.get(WIRE_HITS_STATE)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._held is not None:  # the body did not arrive with the head: not ours
+            if self.transport.is_closing():
+                self._held = None
+            else:
+                self._hand_over()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        # A lane answer armed the keep-alive timer (`on_response_complete`) in the middle of a
+        # read; a request pipelined behind it in the same read must not run under it.
+        self._unset_keepalive_if_required()
+
+    def on_headers_complete(self) -> None:
+        wire = self._wire
+        if wire is not None and self._idle():
+            kind = wire.kind(self.parser.get_method(), self.url, self.headers)
+            if (
+                kind != NOT_OURS
+                and self.parser.get_http_version() == "1.1"
+                and self.parser.should_keep_alive()
+                and not self.root_path
+            ):
+                self._end_of_head()
+                self._kind = kind
+                self._held = bytearray()
+                self._arrived = time.perf_counter()
+                return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self._held is not None:
+            self._held += body  # bounded: the parser stops at the declared Content-Length
+            return
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        held = self._held
+        if held is None:
+            super().on_message_complete()
+            return
+        wire = self._wire
+        assert wire is not None
+        if wire.answer(
+            self._kind,
+            self.url,
+            self.headers,
+            bytes(held),
+            self._arrived,
+            self.server_state.default_headers,
+            self.transport.writelines,
+        ):
+            self._held = None
+            self._expect_head()
+            self.on_response_complete()
+            return
+        self._hand_over()
+        super().on_message_complete()
+
+    def _hand_over(self) -> None:
+        """Give the held request to uvicorn as if its head had just completed."""
+        held, self._held = self._held, None
+        HttpToolsProtocol.on_headers_complete(self)  # the head deadline is already off
+        if held:
+            HttpToolsProtocol.on_body(self, bytes(held))
+
+    def _idle(self) -> bool:
+        """Nothing in flight on this connection, and the transport is taking writes."""
+        cycle = self.cycle
+        return (
+            (cycle is None or cycle.response_complete)
+            and not self.pipeline
+            and not self.flow.write_paused
+            and not self.transport.is_closing()
+        )
