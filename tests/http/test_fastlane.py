@@ -117,15 +117,22 @@ class ParityPair:
     globex: str  # a key of tenant globex (speak)
 
 
+def two_tenants(settings: Settings, **update: object) -> tuple[Settings, str, str]:
+    """`settings` with voice encryption on (and `update`), and the tokens of two tenants: acme
+    (scopes speak, voices) and globex (speak)."""
+    secured = settings.model_copy(update={"master_key": master_key(), **update})
+    store = KeyStore(secured.keys_path)
+    acme, _ = store.add("acme", ["speak", "voices"])
+    globex, _ = store.add("globex", ["speak"])
+    return secured, acme, globex
+
+
 @pytest.fixture
 def parity_pair(settings: Settings) -> Iterator[ParityPair]:
     """The app twice over one data directory: with the fast lane, and without it.
 
     Both gateways read one frozen clock, so `max-age` (the TTL left) is the same in both."""
-    secured = settings.model_copy(update={"master_key": master_key()})
-    store = KeyStore(secured.keys_path)
-    acme, _ = store.add("acme", ["speak", "voices"])
-    globex, _ = store.add("globex", ["speak"])
+    secured, acme, globex = two_tenants(settings)
     lives = []
     for strip in (False, True):
         app = create_app(secured, services=bootstrap.build(secured, clock=lambda: 1_000_000.0))

@@ -21,16 +21,15 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import LiveApp
+from tests.http.test_fastlane import two_tenants
 from tests.http.test_fastlane_parity import fast_lane_of
 from tests.security.test_auth import bearer, speak, upload, wait_for
 from tests.servers import UvicornThread
-from tests.voice_samples import master_key
 from voicecache import bootstrap
 from voicecache.http.app import create_app
 from voicecache.http.middleware.slowclients import HeaderDeadlineProtocol
 from voicecache.http.middleware.wirehits import WireHits
 from voicecache.http.protocol import GatewayProtocol
-from voicecache.security.auth import KeyStore
 from voicecache.settings import Settings
 
 LINE = {"text": "Straight from the wire.", "voice": "en"}
@@ -109,10 +108,7 @@ class Pair:
 @pytest.fixture
 def pair(settings: Settings) -> Iterator[Pair]:
     # Popularity off: both apps must see the same TTL left, however many hits each counted.
-    secured = settings.model_copy(update={"master_key": master_key(), "popularity_hits": 0})
-    store = KeyStore(secured.keys_path)
-    acme, _ = store.add("acme", ["speak", "voices"])
-    globex, _ = store.add("globex", ["speak"])
+    secured, acme, globex = two_tenants(settings, popularity_hits=0)
     lives = []
     for protocol in (GatewayProtocol, HeaderDeadlineProtocol):
         app = create_app(secured, services=bootstrap.build(secured, clock=lambda: 1_000_000.0))
