@@ -13,11 +13,16 @@ pending, no pipelined request queued, the transport accepting writes), so respon
 request order and a client that does not read cannot make the lane buffer more than one
 response. What uvicorn does when a response completes (keep-alive timer, resumed reads, the
 `--limit-max-requests` count) runs after a lane answer too: `on_response_complete`.
+
+A lane answer's body of 16 KiB or more goes out with `sendfile` from a memory-backed copy
+(`http/bodyfiles.py`) once the head has left, as nginx sends files; what the socket does not
+take at once is queued in the transport from memory. TLS connections always write from memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -30,6 +35,7 @@ class GatewayProtocol(HeaderDeadlineProtocol):
     """uvicorn's httptools protocol with slow-client limits and memory hits answered here."""
 
     _wire: WireHits | None = None
+    _socket: int | None = None  # the connection's descriptor, for `sendfile` (plain TCP only)
     _held: bytearray | None = None  # the body so far of a request offered to the lane
     _kind = NOT_OURS
     _arrived = 0.0
@@ -37,6 +43,9 @@ class GatewayProtocol(HeaderDeadlineProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._wire = self.app_state.get(WIRE_HITS_STATE)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and self.scheme == "http":
+            self._socket = sock.fileno()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -89,7 +98,7 @@ class GatewayProtocol(HeaderDeadlineProtocol):
             bytes(held),
             self._arrived,
             self.server_state.default_headers,
-            self.transport.writelines,
+            self._send,
         ):
             self._held = None
             self._expect_head()
@@ -97,6 +106,38 @@ class GatewayProtocol(HeaderDeadlineProtocol):
             return
         self._hand_over()
         super().on_message_complete()
+
+    def _send(self, head: bytes, body: bytes, file: int | None) -> None:
+        """Write a lane answer: the body from `file` with `sendfile` when the head has left
+        (so nothing queued in the transport can be overtaken), else from memory."""
+        transport = self.transport
+        if file is None or self._socket is None:
+            transport.writelines([head, body])
+            return
+        transport.write(head)
+        if transport.get_write_buffer_size():
+            transport.write(body)
+            return
+        bodies = self._wire.bodies if self._wire is not None else None
+        size = len(body)
+        sent = 0
+        try:
+            while sent < size:
+                written = os.sendfile(self._socket, file, sent, size - sent)
+                if written == 0:
+                    break
+                sent += written
+        except BlockingIOError:
+            pass  # the socket is full: the transport queues the rest
+        except OSError:
+            transport.close()  # the client went away
+            return
+        if sent < size:
+            transport.write(memoryview(body)[sent:])
+            if bodies is not None:
+                bodies.sent_partly += 1
+        elif bodies is not None:
+            bodies.sent_whole += 1
 
     def _hand_over(self) -> None:
         """Give the held request to uvicorn as if its head had just completed."""

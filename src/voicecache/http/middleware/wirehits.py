@@ -35,6 +35,7 @@ from typing import Protocol
 from starlette.types import ASGIApp
 
 from voicecache.errors import VoicecacheError
+from voicecache.http.bodyfiles import BodyFiles
 from voicecache.http.middleware.accesslog import AccessLog, request_id_from
 from voicecache.http.responses import cache_headers, made_private
 from voicecache.http.state import services_of
@@ -70,7 +71,9 @@ _JSON_TYPES = frozenset(
 )
 _STATUS_200 = b"HTTP/1.1 200 OK\r\n"
 
-Write = Callable[[list[bytes]], None]
+# Writes a response: its head, then its body, from `file` (a `BodyFiles` descriptor holding
+# exactly the body) when there is one.
+Write = Callable[[bytes, bytes, "int | None"], None]
 
 
 class SpeechMemo(Protocol):
@@ -93,6 +96,7 @@ class WireHits:
         self.access_log = access_log
         self.public_audio = public_audio
         self.answered = 0  # requests answered here (for tests and benchmarks)
+        self.bodies = BodyFiles()  # hot bodies in memory-backed files, for `sendfile`
 
     def kind(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]) -> int:
         """Whether the request with this head may be ours (`AUDIO_GET`, `SPEECH_POST`), or is
@@ -171,10 +175,10 @@ class WireHits:
             resolved = self.lane.remembered(path, body)
             if resolved is None:
                 return False
-            result = gateway.memory_hit(resolved[0])
+            entry_id, engine = resolved
+            result = gateway.memory_hit(entry_id)
             if result is None:
                 return False
-            engine = resolved[1]
             self.lane.answered += 1
         response = [*default_headers, *cache_headers(result, gateway.clock())]
         if principal.key_id is not None and not self.public_audio:
@@ -190,7 +194,7 @@ class WireHits:
             head += (name, b": ", value, b"\r\n")
         head.append(b"\r\n")
         self.answered += 1  # before the write: a test may read it once the answer arrives
-        write([b"".join(head), result.data])
+        write(b"".join(head), result.data, self.bodies.fd_for(entry_id, result))
         elapsed = time.perf_counter() - arrived
         gateway.observer.request_done(result, engine, elapsed)
         if access_log is not None:
