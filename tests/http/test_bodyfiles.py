@@ -103,3 +103,14 @@ def test_a_body_the_socket_takes_only_in_part_arrives_whole(
     (again,) = exchange(live, request("GET", f"/v1/audio/{key}.wav"))
     assert again.endswith(b"\r\n\r\n" + clip)
     assert bodies.sent_whole + bodies.sent_partly == sent + 1
+
+
+def test_body_files_never_hold_more_than_half_the_memory_tier(
+    serve: Callable[..., LiveApp], settings: Settings
+) -> None:
+    live = serve(settings.model_copy(update={"memory_bytes": 1_000_000}))
+    live.client.get("/healthz")
+    assert wire_of(live).bodies.max_bytes == 500_000
+    big = BodyFiles(max_bytes=50_000)
+    assert big.fd_for("over.wav", result_of(os.urandom(60_000))) is None  # never filed
+    assert len(big) == 0

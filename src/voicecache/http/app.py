@@ -22,6 +22,7 @@ from fastapi import FastAPI
 
 from voicecache import __version__
 from voicecache.bootstrap import Services, build
+from voicecache.http.bodyfiles import BodyFiles
 from voicecache.http.errors import install_error_handlers
 from voicecache.http.middleware.accesslog import AccessLog, AccessLogMiddleware, access_log_enabled
 from voicecache.http.middleware.fastlane import FastLane
@@ -95,6 +96,8 @@ def create_app(
         access_log=access_log,
         public_audio=settings.public_audio,
         wire_hits=settings.wire_hits,
+        # Copies of hot bodies for `sendfile`: never more than half the memory tier's budget.
+        body_file_bytes=min(BodyFiles.MAX_BYTES, settings.memory_bytes // 2),
     )
     app.add_middleware(
         SecurityMiddleware,

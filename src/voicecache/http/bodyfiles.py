@@ -27,7 +27,10 @@ class BodyFiles:
     MIN_BYTES = 16 * 1024  # smaller bodies: one copy costs less than a file's bookkeeping
     MAX_BODY = 8 * 1024 * 1024
 
-    def __init__(self, max_files: int = 256, max_bytes: int = 64 * 1024 * 1024) -> None:
+    MAX_FILES = 128
+    MAX_BYTES = 32 * 1024 * 1024
+
+    def __init__(self, max_files: int = MAX_FILES, max_bytes: int = MAX_BYTES) -> None:
         self.max_files = max_files
         self.max_bytes = max_bytes
         self.bytes = 0
@@ -48,7 +51,7 @@ class BodyFiles:
         """A file holding exactly `result.data` (the entry `entry_id` as stored now), or None
         to write the body from memory."""
         size = len(result.data)
-        if not self.supported or size < self.MIN_BYTES or size > self.MAX_BODY:
+        if not self.supported or not self.MIN_BYTES <= size <= min(self.MAX_BODY, self.max_bytes):
             return None
         created = result.meta.created
         found = self._files.get(entry_id)

@@ -46,6 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from voicecache.bounded import BoundedDict, sizeof_str
 from voicecache.cache.service import Gateway
 from voicecache.errors import VoicecacheError
+from voicecache.http.bodyfiles import BodyFiles
 from voicecache.http.middleware.accesslog import AccessLog
 from voicecache.http.middleware.wirehits import WIRE_HITS_STATE, WireHits
 from voicecache.http.responses import cache_headers, note_result
@@ -84,6 +85,7 @@ class FastLane:
         access_log: AccessLog | None = None,
         public_audio: bool = False,
         wire_hits: bool = True,
+        body_file_bytes: int = BodyFiles.MAX_BYTES,
     ) -> None:
         self.app = app
         self.build_request = build_request
@@ -92,6 +94,7 @@ class FastLane:
         self.access_log = access_log
         self.public_audio = public_audio
         self.wire_hits = wire_hits
+        self.body_file_bytes = body_file_bytes
         # SHA-256 of path and body → (storage id, engine name), for built-in voices only.
         self._memo: BoundedDict[bytes, tuple[str, str]] = BoundedDict(
             self.MEMO_MAX_ENTRIES, self.memo_max_bytes, _memo_entry_size
@@ -124,7 +127,9 @@ class FastLane:
             ):
                 # The protocol's half of the lane (wirehits.py) finds this app's through the
                 # lifespan state; a new one per start, as the app builds new services.
-                self.wire = WireHits(scope["app"], self, self.access_log, self.public_audio)
+                self.wire = WireHits(
+                    scope["app"], self, self.access_log, self.public_audio, self.body_file_bytes
+                )
                 scope["state"][WIRE_HITS_STATE] = self.wire
             await self.app(scope, receive, send)
             return

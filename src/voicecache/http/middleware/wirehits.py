@@ -89,14 +89,20 @@ class WireHits:
     """Answers plain memory hits for one running app; see the module docstring."""
 
     def __init__(
-        self, app: ASGIApp, lane: SpeechMemo, access_log: AccessLog | None, public_audio: bool
+        self,
+        app: ASGIApp,
+        lane: SpeechMemo,
+        access_log: AccessLog | None,
+        public_audio: bool,
+        body_file_bytes: int = BodyFiles.MAX_BYTES,
     ) -> None:
         self._scope = {"app": app}  # how `services_of` finds this start's services
         self.lane = lane
         self.access_log = access_log
         self.public_audio = public_audio
         self.answered = 0  # requests answered here (for tests and benchmarks)
-        self.bodies = BodyFiles()  # hot bodies in memory-backed files, for `sendfile`
+        # Hot bodies in memory-backed files, for `sendfile`.
+        self.bodies = BodyFiles(max_bytes=body_file_bytes)
 
     def kind(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]) -> int:
         """Whether the request with this head may be ours (`AUDIO_GET`, `SPEECH_POST`), or is
