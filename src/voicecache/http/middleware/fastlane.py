@@ -17,8 +17,8 @@ case itself:
 Everything else, including every error, goes on to the app unchanged (the request body is
 replayed), so the fast lane can only ever return what the slow path would have returned for a
 hit. It takes only requests the routes would accept: `Content-Type: application/json` (the
-exact spellings in `_JSON_TYPES`; anything else the route may or may not take is left to it),
-an `X-Cache-Tags` header validated together with the body's tags exactly as the route does,
+exact spellings in `wirehits.JSON_TYPES`; anything else the route may or may not take is left
+to it), an `X-Cache-Tags` header validated together with the body's tags exactly as the route does,
 and whole-path matches (`fullmatch`: `$` would let a trailing newline through).
 
 Under `voicecache serve` the lane has a second half below ASGI: the HTTP protocol offers each
@@ -48,21 +48,21 @@ from voicecache.cache.service import Gateway
 from voicecache.errors import VoicecacheError
 from voicecache.http.bodyfiles import BodyFiles
 from voicecache.http.middleware.accesslog import AccessLog
-from voicecache.http.middleware.wirehits import WIRE_HITS_STATE, WireHits
+from voicecache.http.middleware.wirehits import (
+    AUDIO_PATH,
+    JSON_TYPES,
+    SPEECH_PATHS,
+    WIRE_HITS_STATE,
+    WireHits,
+)
 from voicecache.http.responses import cache_headers, note_result
 from voicecache.http.state import services_of
 from voicecache.model import SpeechRequest, SpeechResult
 from voicecache.settings import Settings
 
-_AUDIO_PATH = re.compile(r"/v1/audio/([0-9a-f]{64})\.(wav|flac|mp3|opus|pcm)")  # fullmatch
-_SPEECH_PATHS = frozenset({"/tts", "/v1/audio/speech"})
+_AUDIO_PATH = re.compile(AUDIO_PATH)  # fullmatch
 # Requests the slow path must see: conditional, partial, or asking to bypass the cache.
 _SLOW_HEADERS = frozenset({b"range", b"if-none-match", b"if-match", b"if-modified-since"})
-# Content types the routes certainly parse as JSON (lower-cased). The routes take any
-# `application/*+json` too; those few go the slow way, which answers them the same.
-_JSON_TYPES = frozenset(
-    {b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8"}
-)
 
 # (path, raw JSON body, settings, engine names, X-Cache-Tags) → SpeechRequest; raises on
 # bad input exactly where the route would.
@@ -155,7 +155,7 @@ class FastLane:
             await self._respond(send, result, gateway.clock())
             gateway.observer.request_done(result, result.meta.engine, time.perf_counter() - started)
             return
-        if method != "POST" or path not in _SPEECH_PATHS:
+        if method != "POST" or path not in SPEECH_PATHS:
             await self.app(scope, receive, send)
             return
         accepted, tags = _speech_headers(scope)
@@ -253,7 +253,7 @@ def _speech_headers(scope: Scope) -> tuple[bool, str | None]:
     tags: str | None = None
     for name, value in scope["headers"]:
         if name == b"content-type":
-            if json_body or value.lower() not in _JSON_TYPES:
+            if json_body or value.lower() not in JSON_TYPES:
                 return False, None  # another type, or two of them: the route decides
             json_body = True
         elif name == b"x-cache-tags":

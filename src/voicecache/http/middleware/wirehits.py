@@ -50,8 +50,17 @@ NOT_OURS = 0
 AUDIO_GET = 1
 SPEECH_POST = 2
 
-_AUDIO_URL = re.compile(rb"/v1/audio/([0-9a-f]{64})\.(wav|flac|mp3|opus|pcm)")  # fullmatch
-_SPEECH_URLS = frozenset({b"/tts", b"/v1/audio/speech"})
+# The routes both halves of the fast lane answer (`fullmatch`: `$` would let a trailing newline
+# through), and the content types the routes certainly parse as JSON (lower-cased; the routes
+# take any `application/*+json` too, and those few go the slow way, which answers them the same).
+AUDIO_PATH = r"/v1/audio/([0-9a-f]{64})\.(wav|flac|mp3|opus|pcm)"
+SPEECH_PATHS = frozenset({"/tts", "/v1/audio/speech"})
+JSON_TYPES = frozenset(
+    {b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8"}
+)
+# The same as the raw bytes the protocol sees.
+_AUDIO_URL = re.compile(AUDIO_PATH.encode())
+_SPEECH_URLS = frozenset(path.encode() for path in SPEECH_PATHS)
 # Headers that make a request the slow path's: conditional, partial, upgrades, 100-continue.
 _DECLINED = frozenset(
     {
@@ -65,9 +74,6 @@ _DECLINED = frozenset(
         b"transfer-encoding",
         b"x-cache-tags",
     }
-)
-_JSON_TYPES = frozenset(
-    {b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8"}
 )
 _STATUS_200 = b"HTTP/1.1 200 OK\r\n"
 
@@ -124,7 +130,7 @@ class WireHits:
             if name in _DECLINED:
                 return NOT_OURS
             if name == b"content-type":
-                if json_body or value.lower() not in _JSON_TYPES:
+                if json_body or value.lower() not in JSON_TYPES:
                     return NOT_OURS
                 json_body = True
             elif name == b"content-length":
