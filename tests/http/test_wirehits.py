@@ -7,6 +7,8 @@ Parity: the same app is served twice over one data directory, once with `Gateway
 lane: every request goes through ASGI), both reading one frozen clock. Every request is sent
 as raw bytes in one write, so the lane sees it whole, and both answers must be byte for byte
 the same but for the `date` header; the lane's counter says which requests it answered.
+Most are read whole, without the parser (`http/wirerequest.py`); one is not, and the lane
+answers it once httptools has parsed it.
 """
 
 from __future__ import annotations
@@ -157,6 +159,8 @@ def cases(key: str, private_key: str, acme: str, globex: str) -> list[tuple[byte
         (request("POST", "/tts", json_auth, BODY), "POST", True),
         (request("POST", "/tts", utf8, BODY), "POST", True),
         (request("POST", "/v1/audio/speech", json_auth, OPENAI), "POST", True),
+        # Not read whole (trailing whitespace in a value), so parsed by httptools first.
+        (request("GET", path, {**auth, "X-Note": "padded  "}), "GET", True),
         # Declined: the ASGI path answers, and must answer the same.
         (request("GET", path), "GET", False),  # no key: 401
         (request("GET", path, {"Authorization": "Bearer nope"}), "GET", False),
@@ -309,3 +313,34 @@ def test_wire_hits_can_be_turned_off(serve: Callable[..., LiveApp], settings: Se
     (answer,) = exchange(live, request("GET", f"/v1/audio/{key}.wav"))
     assert b"\r\nx-cache-tier: memory\r\n" in answer
     assert fast_lane_of(live).wire is None  # the hit went through ASGI
+
+
+def test_a_request_the_parser_has_begun_is_never_read_whole(
+    serve: Callable[..., LiveApp], settings: Settings
+) -> None:
+    """The rest of a head that looks like a whole request of its own is still the rest: the
+    parser gets it (and refuses a request line among the headers with 400)."""
+    live = serve(settings)
+    key = live.client.post("/tts", json=LINE).headers["x-cache-key"]
+    wait_for(lambda: in_memory(live, key))
+    wire = wire_of(live)
+    before = wire.answered
+    hit = request("GET", f"/v1/audio/{key}.wav")
+    with socket.create_connection(host_port(live), timeout=10) as conn:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.sendall(hit[: hit.index(b"\r\n") + 2])  # the request line alone
+        time.sleep(0.3)  # its own read
+        conn.sendall(hit)
+        answer = read_response(conn.makefile("rb"))
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert wire.answered == before
+
+
+def test_without_a_memory_tier_there_is_no_protocol_lane(
+    serve: Callable[..., LiveApp], settings: Settings
+) -> None:
+    live = serve(settings.model_copy(update={"tiers": ["disk"]}))
+    key = live.client.post("/tts", json=LINE).headers["x-cache-key"]
+    (answer,) = exchange(live, request("GET", f"/v1/audio/{key}.wav"))
+    assert b"\r\nx-cache-tier: disk\r\n" in answer
+    assert fast_lane_of(live).wire is None

@@ -1,8 +1,14 @@
 """The HTTP protocol `voicecache serve` runs: uvicorn's httptools protocol with slow-client
 limits (`HeaderDeadlineProtocol`) and the fast lane's protocol half (`WireHits`).
 
-A request whose head `WireHits.kind` accepts is held back from ASGI while the rest of the
-bytes of the same read are parsed. If its body is complete by then (a GET has none; a speech
+Most requests on a keep-alive connection arrive whole, one per read. When the parser holds
+nothing and nothing is in flight, such a read is offered to `WireHits.read` before httptools
+sees it (`http/wirerequest.py` takes only plain requests, and only ones httptools would
+parse the same way): a lane answer then costs no parser callbacks and no ASGI scope. A read
+the lane does not answer goes to httptools as usual.
+
+Otherwise a request whose head `WireHits.kind` accepts is held back from ASGI while the rest
+of the bytes of the same read are parsed. If its body is complete by then (a GET has none; a speech
 POST is at most `FastLane.MEMO_MAX_BODY` bytes, declared up front), `WireHits.answer` either
 writes the whole response or declines. A declined request, or one whose body is still
 arriving at the end of the read, is handed to uvicorn exactly as it would have been at the
@@ -29,6 +35,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from voicecache.http.middleware.slowclients import HeaderDeadlineProtocol
 from voicecache.http.middleware.wirehits import NOT_OURS, WIRE_HITS_STATE, WireHits
+from voicecache.http.wirerequest import WholeRequest
 
 
 class GatewayProtocol(HeaderDeadlineProtocol):
@@ -39,6 +46,7 @@ class GatewayProtocol(HeaderDeadlineProtocol):
     _held: bytearray | None = None  # the body so far of a request offered to the lane
     _kind = NOT_OURS
     _arrived = 0.0
+    _between_requests = True  # the parser holds no part of a request
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -48,6 +56,11 @@ class GatewayProtocol(HeaderDeadlineProtocol):
             self._socket = sock.fileno()
 
     def data_received(self, data: bytes) -> None:
+        wire = self._wire
+        if wire is not None and self._between_requests and not self._refused and self._idle():
+            whole = wire.read(data, self._head_limit)
+            if whole is not None and self._answer_whole(wire, *whole):
+                return
         super().data_received(data)
         if self._held is not None:  # the body did not arrive with the head: not ours
             if self.transport.is_closing():
@@ -56,6 +69,7 @@ class GatewayProtocol(HeaderDeadlineProtocol):
                 self._hand_over()
 
     def on_message_begin(self) -> None:
+        self._between_requests = False
         super().on_message_begin()
         # A lane answer armed the keep-alive timer (`on_response_complete`) in the middle of a
         # read; a request pipelined behind it in the same read must not run under it.
@@ -85,6 +99,7 @@ class GatewayProtocol(HeaderDeadlineProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._between_requests = True
         held = self._held
         if held is None:
             super().on_message_complete()
@@ -106,6 +121,26 @@ class GatewayProtocol(HeaderDeadlineProtocol):
             return
         self._hand_over()
         super().on_message_complete()
+
+    def _answer_whole(self, wire: WireHits, kind: int, request: WholeRequest) -> bool:
+        """Answer a request that arrived whole in one read (`WireHits.read`) without the
+        parser, as `on_message_complete` would have; False if the parser must see it after all."""
+        arrived = time.perf_counter()
+        if self.root_path:
+            return False
+        self._unset_keepalive_if_required()
+        if not wire.answer(
+            kind,
+            request.url,
+            request.headers,
+            request.body,
+            arrived,
+            self.server_state.default_headers,
+            self._send,
+        ):
+            return False
+        self.on_response_complete()
+        return True
 
     def _send(self, head: bytes, body: bytes, file: int | None) -> None:
         """Write a lane answer: the body from `file` with `sendfile` when the head has left

@@ -39,6 +39,7 @@ from voicecache.http.bodyfiles import BodyFiles
 from voicecache.http.middleware.accesslog import AccessLog, request_id_from
 from voicecache.http.responses import cache_headers, made_private
 from voicecache.http.state import services_of
+from voicecache.http.wirerequest import WholeRequest, read_whole
 from voicecache.model import SpeechResult
 from voicecache.security.auth import required_scope
 
@@ -76,6 +77,8 @@ _DECLINED = frozenset(
     }
 )
 _STATUS_200 = b"HTTP/1.1 200 OK\r\n"
+# How every request the lane may answer starts; a cheap test before reading any further.
+_OUR_STARTS = (b"GET /v1/audio/", *(b"POST " + url + b" " for url in _SPEECH_URLS))
 
 # Writes a response: its head, then its body, from `file` (a `BodyFiles` descriptor holding
 # exactly the body) when there is one.
@@ -109,6 +112,17 @@ class WireHits:
         self.answered = 0  # requests answered here (for tests and benchmarks)
         # Hot bodies in memory-backed files, for `sendfile`.
         self.bodies = BodyFiles(max_bytes=body_file_bytes)
+
+    def read(self, data: bytes, head_limit: int) -> tuple[int, WholeRequest] | None:
+        """The request in `data`, and its `kind`, when `data` is exactly one whole request the
+        lane may answer (`wirerequest.read_whole`); else None, and the parser takes it."""
+        if not data.startswith(_OUR_STARTS):
+            return None
+        request = read_whole(data, head_limit)
+        if request is None:
+            return None
+        kind = self.kind(request.method, request.url, request.headers)
+        return None if kind == NOT_OURS else (kind, request)
 
     def kind(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]) -> int:
         """Whether the request with this head may be ours (`AUDIO_GET`, `SPEECH_POST`), or is
