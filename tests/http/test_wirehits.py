@@ -30,8 +30,9 @@ from tests.servers import UvicornThread
 from voicecache import bootstrap
 from voicecache.http.app import create_app
 from voicecache.http.middleware.slowclients import HeaderDeadlineProtocol
-from voicecache.http.middleware.wirehits import WireHits
+from voicecache.http.middleware.wirehits import AUDIO_SCOPE, SPEECH_SCOPES, WireHits
 from voicecache.http.protocol import GatewayProtocol
+from voicecache.security.auth import required_scope
 from voicecache.settings import Settings
 
 LINE = {"text": "Straight from the wire.", "voice": "en"}
@@ -252,6 +253,44 @@ def test_a_keep_alive_timer_armed_by_a_lane_answer_spares_the_next_request(
         assert b"x-cache: HIT" in second
     finally:
         live.close()
+
+
+def test_answers_to_whole_requests_keep_the_connection_alive_until_it_is_idle(
+    settings: Settings,
+) -> None:
+    """One keep-alive timer serves a run of answers to requests read whole, whoever armed it:
+    a connection that keeps asking stays open past the timeout, and one that goes quiet is
+    closed."""
+    app = create_app(settings)
+    server = UvicornThread(app, lifespan="on", http=GatewayProtocol, timeout_keep_alive=0.5)
+    live = LiveApp(app, server.start())
+    try:
+        key = live.client.post("/tts", json=LINE).headers["x-cache-key"]
+        wait_for(lambda: in_memory(live, key))
+        wire = wire_of(live)
+        before = wire.answered
+        hit = request("GET", f"/v1/audio/{key}.wav")
+        # Parsed by httptools first (trailing whitespace), so uvicorn arms its own timer.
+        parsed_hit = request("GET", f"/v1/audio/{key}.wav", {"X-Note": "padded  "})
+        with socket.create_connection(host_port(live), timeout=10) as conn:
+            stream = conn.makefile("rb")
+            for n in range(5):  # 1.2 s in all, never 0.5 s idle
+                conn.sendall(parsed_hit if n == 0 else hit)
+                assert read_response(stream).startswith(b"HTTP/1.1 200")
+                time.sleep(0.3)
+            time.sleep(1.0)  # idle for longer than the timeout
+            assert stream.read(1) == b""  # closed by the server
+        assert wire.answered == before + 5
+    finally:
+        live.close()
+
+
+def test_the_scopes_the_lane_checks_are_the_ones_its_routes_need() -> None:
+    for fmt in ("wav", "flac", "mp3", "opus", "pcm"):
+        assert required_scope("GET", f"/v1/audio/{'ab' * 32}.{fmt}") == AUDIO_SCOPE
+    for path, scope in SPEECH_SCOPES.items():
+        assert required_scope("POST", path) == scope
+    assert AUDIO_SCOPE is not None and None not in SPEECH_SCOPES.values()
 
 
 def test_lane_hits_are_counted_and_logged(

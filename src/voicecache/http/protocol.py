@@ -47,6 +47,7 @@ class GatewayProtocol(HeaderDeadlineProtocol):
     _kind = NOT_OURS
     _arrived = 0.0
     _between_requests = True  # the parser holds no part of a request
+    _idle_since = 0.0  # loop time of the last answer to a request read whole
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -128,7 +129,6 @@ class GatewayProtocol(HeaderDeadlineProtocol):
         arrived = time.perf_counter()
         if self.root_path:
             return False
-        self._unset_keepalive_if_required()
         if not wire.answer(
             kind,
             request.url,
@@ -139,8 +139,37 @@ class GatewayProtocol(HeaderDeadlineProtocol):
             self._send,
         ):
             return False
-        self.on_response_complete()
+        self._whole_answered()
         return True
+
+    def _whole_answered(self) -> None:
+        """`on_response_complete` for `_answer_whole`, but the keep-alive timer, once armed,
+        stays armed for a whole run of such answers and is moved on when it fires
+        (`timeout_keep_alive_handler`): arming and cancelling a timer per request costs more
+        than the rest of this bookkeeping."""
+        self.server_state.total_requests += 1
+        self._deadlines.discard(self)  # the first request's head deadline (`connection_made`)
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+
+    def timeout_keep_alive_handler(self) -> None:
+        """A keep-alive timer fired, armed by uvicorn or by `_whole_answered`: close the
+        connection if it has been idle that long since the last answer, else look again when
+        it will have been."""
+        self.timeout_keep_alive_task = None
+        left = self._idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                left, self.timeout_keep_alive_handler
+            )
+            return
+        super().timeout_keep_alive_handler()
 
     def _send(self, head: bytes, body: bytes, file: int | None) -> None:
         """Write a lane answer: the body from `file` with `sendfile` when the head has left

@@ -96,6 +96,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._deadlines = deadlines_for(self.loop)  # looked up once: it is on every request's path
         self._head_limit = self.app_state.get(HEADER_LIMIT_STATE, DEFAULT_MAX_HEADER_BYTES)
         self._arm()
 
@@ -121,7 +122,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def _end_of_head(self) -> None:
-        deadlines_for(self.loop).discard(self)
+        self._deadlines.discard(self)
         self._in_head = False
 
     def on_message_complete(self) -> None:
@@ -138,7 +139,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         """Answer 431, stop reading requests, and close: first the sending side, so the
         client reads the answer instead of a reset, then, after a short linger, the socket."""
         self._refused = True
-        deadlines_for(self.loop).discard(self)
+        self._deadlines.discard(self)
         body = json.dumps(
             {"detail": f"request line and headers are over the limit of {self._head_limit} bytes"}
         ).encode()
@@ -161,14 +162,14 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         # Between requests uvicorn's keep-alive timeout applies; ours rearms on the next byte.
-        deadlines_for(self.loop).discard(self)
+        self._deadlines.discard(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        deadlines_for(self.loop).discard(self)
+        self._deadlines.discard(self)
         super().connection_lost(exc)
 
     def _arm(self) -> None:
-        deadlines_for(self.loop).add(self, self.header_timeout, self._expired)
+        self._deadlines.add(self, self.header_timeout, self._expired)
 
     def _expired(self, _: object) -> None:
         if not self.transport.is_closing():

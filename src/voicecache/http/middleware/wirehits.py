@@ -34,6 +34,7 @@ from typing import Protocol
 
 from starlette.types import ASGIApp
 
+from voicecache.bootstrap import Services
 from voicecache.errors import VoicecacheError
 from voicecache.http.bodyfiles import BodyFiles
 from voicecache.http.middleware.accesslog import AccessLog, request_id_from
@@ -77,6 +78,10 @@ _DECLINED = frozenset(
     }
 )
 _STATUS_200 = b"HTTP/1.1 200 OK\r\n"
+# The scopes the lane's routes need, looked up once: scopes go by exact path or by prefix, and
+# no exact path names one audio file, so every audio path needs what any one needs.
+AUDIO_SCOPE = required_scope("GET", f"/v1/audio/{'0' * 64}.wav")
+SPEECH_SCOPES = {path: required_scope("POST", path) for path in SPEECH_PATHS}
 # How every request the lane may answer starts; a cheap test before reading any further.
 _OUR_STARTS = (b"GET /v1/audio/", *(b"POST " + url + b" " for url in _SPEECH_URLS))
 
@@ -106,6 +111,7 @@ class WireHits:
         body_file_bytes: int = BodyFiles.MAX_BYTES,
     ) -> None:
         self._scope = {"app": app}  # how `services_of` finds this start's services
+        self._services: Services | None = None  # found at the first request, after start-up
         self.lane = lane
         self.access_log = access_log
         self.public_audio = public_audio
@@ -169,21 +175,24 @@ class WireHits:
     ) -> bool:
         """Write the whole response for a request `kind` said may be ours, and record it, if
         it is a plain memory hit; False (nothing written) when the slow path must answer."""
-        services = services_of(self._scope)
+        services = self._services
+        if services is None:
+            services = self._services = services_of(self._scope)
         if services.rate_limits is not None:
             return False
         settings = services.settings
-        method = "GET" if kind == AUDIO_GET else "POST"
         path = url.decode("ascii")
+        if kind == AUDIO_GET:
+            method, needed = "GET", AUDIO_SCOPE
+        else:
+            method, needed = "POST", SPEECH_SCOPES[path]
         authorization = None
         for name, value in headers:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
                 break
         try:
-            principal = services.authenticator.check_scope(
-                required_scope(method, path), authorization
-            )
+            principal = services.authenticator.check_scope(needed, authorization)
         except VoicecacheError:
             return False  # the slow path writes the 401 or 403
         gateway = services.gateway
