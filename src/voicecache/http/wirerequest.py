@@ -58,6 +58,8 @@ def read_whole(data: bytes, head_limit: int) -> WholeRequest | None:
             declared = int(value)
         elif name == b"connection" and value.lower() != b"keep-alive":
             return None  # `close` ends the connection, `upgrade` changes it: httptools' job
+        elif name == b"transfer-encoding":
+            return None  # a chunked body is never whole here
         headers.append((name, value))
     body = data[end + 4 :]
     if len(body) != max(declared, 0):
