@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,10 +29,12 @@ from tests.http.test_fastlane_parity import fast_lane_of
 from tests.security.test_auth import bearer, speak, upload, wait_for
 from tests.servers import UvicornThread
 from voicecache import bootstrap
+from voicecache.cache.tiers import DiskTier
 from voicecache.http.app import create_app
 from voicecache.http.middleware.slowclients import HeaderDeadlineProtocol
 from voicecache.http.middleware.wirehits import AUDIO_SCOPE, SPEECH_SCOPES, WireHits
 from voicecache.http.protocol import GatewayProtocol
+from voicecache.http.state import services_of
 from voicecache.security.auth import required_scope
 from voicecache.settings import Settings
 
@@ -375,11 +378,112 @@ def test_a_request_the_parser_has_begun_is_never_read_whole(
     assert wire.answered == before
 
 
-def test_without_a_memory_tier_there_is_no_protocol_lane(
+def test_cold_hits_are_answered_in_the_lane_with_the_bytes_of_the_asgi_path(
+    settings: Settings,
+) -> None:
+    """Disk hits (no memory tier): the lane answers GET and remembered speech POSTs after
+    the tier's own read, and declines misses and tenants' audio, all as the ASGI path does."""
+    secured, acme, globex = two_tenants(settings, popularity_hits=0, tiers=["disk"])
+    lives = []
+    for protocol in (GatewayProtocol, HeaderDeadlineProtocol):
+        app = create_app(secured, services=bootstrap.build(secured, clock=lambda: 1_000_000.0))
+        lives.append(LiveApp(app, UvicornThread(app, lifespan="on", http=protocol).start()))
+    try:
+        wire_live, asgi_live = lives
+        json_auth = {**bearer(acme), "Content-Type": "application/json"}
+        for live in lives:  # stored on disk, and the speech body remembered by each fast lane
+            for _ in range(2):
+                answer = live.client.post("/tts", content=BODY, headers=json_auth)
+                assert answer.status_code == 200, answer.text
+        key = answer.headers["x-cache-key"]
+        assert answer.headers["x-cache-tier"] == "disk"
+        voice = upload(wire_live, acme)
+        private = speak(wire_live, acme, voice, LINE["text"]).headers["x-cache-key"]
+        cold_cases = [
+            (request("GET", f"/v1/audio/{key}.wav", bearer(acme)), "GET", True),
+            (request("POST", "/tts", json_auth, BODY), "POST", True),
+            (request("GET", f"/v1/audio/{key}.wav"), "GET", False),  # 401
+            (request("GET", f"/v1/audio/{'0' * 64}.wav", bearer(acme)), "GET", False),  # 404
+            (request("GET", f"/v1/audio/{private}.wav", bearer(acme)), "GET", False),
+            (request("GET", f"/v1/audio/{private}.wav", bearer(globex)), "GET", False),
+        ]
+        wire = wire_of(wire_live)
+        mismatches, wrongly_routed = [], []
+        for payload, method, ours in cold_cases:
+            before = wire.answered
+            (a,) = exchange(wire_live, payload, method=method)
+            (b,) = exchange(asgi_live, payload, method=method)
+            if without_date(a) != without_date(b):
+                mismatches.append((payload[:80], a[:600], b[:600]))
+            if (wire.answered == before + 1) != ours:
+                wrongly_routed.append((payload[:80], ours))
+        assert wrongly_routed == []
+        assert mismatches == []
+    finally:
+        for live in lives:
+            live.close()
+
+
+def test_requests_sent_during_a_cold_lookup_are_answered_after_it_in_order(
     serve: Callable[..., LiveApp], settings: Settings
 ) -> None:
     live = serve(settings.model_copy(update={"tiers": ["disk"]}))
     key = live.client.post("/tts", json=LINE).headers["x-cache-key"]
-    (answer,) = exchange(live, request("GET", f"/v1/audio/{key}.wav"))
-    assert b"\r\nx-cache-tier: disk\r\n" in answer
-    assert fast_lane_of(live).wire is None
+    wire = wire_of(live)
+    before = wire.answered
+    hit = request("GET", f"/v1/audio/{key}.wav")
+    miss = request("GET", f"/v1/audio/{'2' * 64}.wav")  # the ASGI path: 404
+    with socket.create_connection(host_port(live), timeout=10) as conn:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        stream = conn.makefile("rb")
+        statuses = []
+        for _ in range(20):
+            conn.sendall(hit)
+            conn.sendall(miss)  # most often while the hit is still being looked up
+            conn.sendall(hit)
+            statuses += [read_response(stream).split(b" ", 2)[1] for _ in range(3)]
+    assert statuses == [b"200", b"404", b"200"] * 20
+    assert wire.answered > before  # the lane answered some of the hits
+
+
+def test_nothing_behind_a_cold_lookup_is_answered_before_it(
+    serve: Callable[..., LiveApp], settings: Settings
+) -> None:
+    """The disk tier's read threads are kept busy, so the hit's lookup waits: the request
+    behind it must wait too, though the ASGI path could answer it at once."""
+    live = serve(settings.model_copy(update={"tiers": ["disk"]}))
+    key = live.client.post("/tts", json=LINE).headers["x-cache-key"]
+    (disk,) = services_of({"app": live.app}).gateway.cache.tiers
+    assert isinstance(disk, DiskTier) and disk._executor is not None
+    release = threading.Event()
+    for _ in range(disk._io_threads):
+        disk._executor.submit(release.wait, 10)
+    try:
+        with socket.create_connection(host_port(live), timeout=10) as conn:
+            conn.sendall(request("GET", f"/v1/audio/{key}.wav"))
+            time.sleep(0.2)  # the hit's own read: its cold lookup has begun
+            conn.sendall(request("GET", "/v1/no-such-route"))  # no tier involved: 404
+            conn.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                conn.recv(1)  # nothing yet: not even the 404
+            release.set()
+            conn.settimeout(10)
+            stream = conn.makefile("rb")
+            statuses = [read_response(stream).split(b" ", 2)[1] for _ in range(2)]
+    finally:
+        release.set()
+    assert statuses == [b"200", b"404"]
+    assert wire_of(live).answered == 1
+
+
+def test_a_cold_hit_in_the_lane_is_promoted_into_memory(
+    serve: Callable[..., LiveApp], settings: Settings
+) -> None:
+    """A second gateway on the same data directory starts with an empty memory tier."""
+    key = serve(settings).client.post("/tts", json=LINE).headers["x-cache-key"]
+    live = serve(settings)
+    wire = wire_of(live)
+    (first,) = exchange(live, request("GET", f"/v1/audio/{key}.wav"))
+    assert b"\r\nx-cache-tier: disk\r\n" in first
+    assert wire.answered == 1
+    wait_for(lambda: in_memory(live, key))

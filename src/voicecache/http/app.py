@@ -95,9 +95,7 @@ def create_app(
         build_request=speech.request_from_json,
         access_log=access_log,
         public_audio=settings.public_audio,
-        # The protocol's lane answers memory hits only: without a memory tier it would only
-        # add a declined attempt to every request.
-        wire_hits=settings.wire_hits and "memory" in settings.tiers,
+        wire_hits=settings.wire_hits,
         # Copies of hot bodies for `sendfile`: never more than half the memory tier's budget.
         body_file_bytes=min(BodyFiles.MAX_BYTES, settings.memory_bytes // 2),
     )

@@ -5,7 +5,9 @@ Most requests on a keep-alive connection arrive whole, one per read. When the pa
 nothing and nothing is in flight, such a read is offered to `WireHits.read` before httptools
 sees it (`http/wirerequest.py` takes only plain requests, and only ones httptools would
 parse the same way): a lane answer then costs no parser callbacks and no ASGI scope. A read
-the lane does not answer goes to httptools as usual.
+the lane does not answer goes to httptools as usual. A plain request whose audio is not in
+memory is looked up in the tiers below (`WireHits.answer_cold`) with reading paused, so
+nothing behind it is answered first; a miss is then parsed and goes through ASGI.
 
 Otherwise a request whose head `WireHits.kind` accepts is held back from ASGI while the rest
 of the bytes of the same read are parsed. If its body is complete by then (a GET has none; a speech
@@ -28,14 +30,17 @@ take at once is queued in the transport from memory. TLS connections always writ
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from voicecache.http.middleware.slowclients import HeaderDeadlineProtocol
-from voicecache.http.middleware.wirehits import NOT_OURS, WIRE_HITS_STATE, WireHits
+from voicecache.http.middleware.wirehits import NOT_OURS, WIRE_HITS_STATE, Cold, WireHits
 from voicecache.http.wirerequest import WholeRequest
+
+log = logging.getLogger(__name__)
 
 
 class GatewayProtocol(HeaderDeadlineProtocol):
@@ -48,20 +53,32 @@ class GatewayProtocol(HeaderDeadlineProtocol):
     _arrived = 0.0
     _between_requests = True  # the parser holds no part of a request
     _idle_since = 0.0  # loop time of the last answer to a request read whole
+    _cold = False  # a request read whole is being answered from below memory (`_answer_cold`)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._backlog: list[bytes] = []  # reads that arrived during a cold lookup
         self._wire = self.app_state.get(WIRE_HITS_STATE)
         sock = transport.get_extra_info("socket")
         if sock is not None and self.scheme == "http":
             self._socket = sock.fileno()
 
     def data_received(self, data: bytes) -> None:
+        if self._cold:
+            # Reads are paused while a cold answer is looked up; what was already on its way
+            # waits for it (a read or so: bounded by the pause).
+            self._backlog.append(data)
+            return
         wire = self._wire
         if wire is not None and self._between_requests and not self._refused and self._idle():
             whole = wire.read(data, self._head_limit)
-            if whole is not None and self._answer_whole(wire, *whole):
+            if whole is not None and self._answer_whole(wire, *whole, data):
                 return
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        """Feed `data` to httptools, as uvicorn does, and hand a request held for the lane
+        whose body is still arriving over to uvicorn."""
         super().data_received(data)
         if self._held is not None:  # the body did not arrive with the head: not ours
             if self.transport.is_closing():
@@ -107,7 +124,7 @@ class GatewayProtocol(HeaderDeadlineProtocol):
             return
         wire = self._wire
         assert wire is not None
-        if wire.answer(
+        answer = wire.answer(
             self._kind,
             self.url,
             self.headers,
@@ -115,7 +132,8 @@ class GatewayProtocol(HeaderDeadlineProtocol):
             self._arrived,
             self.server_state.default_headers,
             self._send,
-        ):
+        )
+        if answer is True:  # (a memory miss, `Cold`, goes to ASGI from here: it may be pipelined)
             self._held = None
             self._expect_head()
             self.on_response_complete()
@@ -123,13 +141,14 @@ class GatewayProtocol(HeaderDeadlineProtocol):
         self._hand_over()
         super().on_message_complete()
 
-    def _answer_whole(self, wire: WireHits, kind: int, request: WholeRequest) -> bool:
+    def _answer_whole(self, wire: WireHits, kind: int, request: WholeRequest, data: bytes) -> bool:
         """Answer a request that arrived whole in one read (`WireHits.read`) without the
-        parser, as `on_message_complete` would have; False if the parser must see it after all."""
+        parser, as `on_message_complete` would have, or start answering it from the tiers
+        below memory (`_answer_cold`); False if the parser must see it now."""
         arrived = time.perf_counter()
         if self.root_path:
             return False
-        if not wire.answer(
+        answer = wire.answer(
             kind,
             request.url,
             request.headers,
@@ -137,10 +156,44 @@ class GatewayProtocol(HeaderDeadlineProtocol):
             arrived,
             self.server_state.default_headers,
             self._send,
-        ):
+        )
+        if answer is False:
             return False
-        self._whole_answered()
+        if answer is True:
+            self._whole_answered()
+            return True
+        # Nothing else is read from this connection until the cold lookup is done, so the
+        # answers stay in order and the lane holds at most this one request.
+        self._cold = True
+        self.flow.pause_reading()
+        task = self.loop.create_task(self._answer_cold(wire, answer, request, data, arrived))
+        self.tasks.add(task)  # uvicorn's graceful shutdown waits for it, as for ASGI requests
+        task.add_done_callback(self.tasks.discard)
         return True
+
+    async def _answer_cold(
+        self, wire: WireHits, cold: Cold, request: WholeRequest, data: bytes, arrived: float
+    ) -> None:
+        """A cold hit (disk, Redis, S3) answered in the lane; a miss or a tenant's audio is
+        parsed by httptools and goes through ASGI as if it had just arrived."""
+        defaults = self.server_state.default_headers
+        try:
+            answered = await wire.answer_cold(cold, request.headers, arrived, defaults, self._send)
+        except Exception:  # the slow path meets the same failure and answers it properly
+            log.warning("protocol lane: cold lookup of %s failed", cold.entry_id, exc_info=True)
+            answered = False
+        finally:
+            self._cold = False
+        backlog, self._backlog = self._backlog, []
+        if self.transport.is_closing():
+            return
+        if answered:
+            self._whole_answered()
+        else:
+            self._parse(data)
+        self.flow.resume_reading()
+        for chunk in backlog:
+            self.data_received(chunk)
 
     def _whole_answered(self) -> None:
         """`on_response_complete` for `_answer_whole`, but the keep-alive timer, once armed,
@@ -163,6 +216,8 @@ class GatewayProtocol(HeaderDeadlineProtocol):
         connection if it has been idle that long since the last answer, else look again when
         it will have been."""
         self.timeout_keep_alive_task = None
+        if self._cold:  # a request is being answered: not idle
+            self._idle_since = self.loop.time()
         left = self._idle_since + self.timeout_keep_alive - self.loop.time()
         if left > 0:
             self.timeout_keep_alive_task = self.loop.call_later(
@@ -175,6 +230,8 @@ class GatewayProtocol(HeaderDeadlineProtocol):
         """Write a lane answer: the body from `file` with `sendfile` when the head has left
         (so nothing queued in the transport can be overtaken), else from memory."""
         transport = self.transport
+        if transport.is_closing():
+            return  # the client went away while a cold answer was looked up
         if file is None or self._socket is None:
             transport.writelines([head, body])
             return
@@ -215,6 +272,7 @@ class GatewayProtocol(HeaderDeadlineProtocol):
         cycle = self.cycle
         return (
             (cycle is None or cycle.response_complete)
+            and not self._cold
             and not self.pipeline
             and not self.flow.write_paused
             and not self.transport.is_closing()

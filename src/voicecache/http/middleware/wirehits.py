@@ -1,4 +1,4 @@
-"""The fast lane's protocol half: memory hits answered from the parsed request, below ASGI.
+"""The fast lane's protocol half: cache hits answered from the parsed request, below ASGI.
 
 On uvicorn, an ASGI request costs a task, a scope, a receive/send pair and one coroutine per
 middleware before the fast lane (fastlane.py) even looks at it; for a memory hit of 100 KB
@@ -10,6 +10,12 @@ the spot when it is a plain memory hit:
 - `POST /tts` / `POST /v1/audio/speech` with a JSON body of at most `FastLane.MEMO_MAX_BODY`
   bytes (declared by `Content-Length`) that the fast lane has already resolved to a key
   (`FastLane.remembered`), whose audio is fresh in memory.
+
+When such a request's audio is not in memory, `answer` hands back a `Cold` lookup, and a
+request the protocol read whole is finished by `answer_cold`: the same cold lookup the
+middleware makes (`Gateway.cold_peek`: disk, Redis or S3, the read in the tier's own threads,
+integrity checked, the hit promoted into memory), then the same answer. The protocol reads
+nothing more from the connection meanwhile.
 
 It runs the same code the middleware would, in the same order: authentication and scope
 (`Authenticator.check_scope`), `Cache-Control: private` for callers with a key (unless
@@ -30,7 +36,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from starlette.types import ASGIApp
 
@@ -88,6 +94,17 @@ _OUR_STARTS = (b"GET /v1/audio/", *(b"POST " + url + b" " for url in _SPEECH_URL
 # Writes a response: its head, then its body, from `file` (a `BodyFiles` descriptor holding
 # exactly the body) when there is one.
 Write = Callable[[bytes, bytes, "int | None"], None]
+
+
+class Cold(NamedTuple):
+    """A plain request `WireHits.answer` admitted whose audio is not in memory."""
+
+    kind: int
+    method: str
+    path: str
+    entry_id: str
+    engine: str | None  # a speech POST's engine, resolved from its body
+    keyed: bool  # the caller authenticated with a key (its audio is private)
 
 
 class SpeechMemo(Protocol):
@@ -172,15 +189,16 @@ class WireHits:
         arrived: float,
         default_headers: list[tuple[bytes, bytes]],
         write: Write,
-    ) -> bool:
+    ) -> bool | Cold:
         """Write the whole response for a request `kind` said may be ours, and record it, if
-        it is a plain memory hit; False (nothing written) when the slow path must answer."""
+        it is a plain memory hit (True). False (nothing written) when the slow path must
+        answer; a `Cold` lookup when the request is plain but its audio is not in memory, for
+        `answer_cold` to finish (or to decline too)."""
         services = self._services
         if services is None:
             services = self._services = services_of(self._scope)
         if services.rate_limits is not None:
             return False
-        settings = services.settings
         path = url.decode("ascii")
         if kind == AUDIO_GET:
             method, needed = "GET", AUDIO_SCOPE
@@ -200,12 +218,14 @@ class WireHits:
         if kind == AUDIO_GET:
             entry_id = path[10:]  # after "/v1/audio/"
             result = gateway.memory_peek(entry_id)
-            if result is None or result.meta.tenant is not None:
+            if result is None:
+                return Cold(kind, method, path, entry_id, None, principal.key_id is not None)
+            if result.meta.tenant is not None:
                 return False
             gateway.note_hit(entry_id, result.meta)
             engine = result.meta.engine
         else:
-            if len(body) > settings.max_body_bytes:
+            if len(body) > services.settings.max_body_bytes:
                 return False
             resolved = self.lane.remembered(path, body)
             if resolved is None:
@@ -213,10 +233,64 @@ class WireHits:
             entry_id, engine = resolved
             result = gateway.memory_hit(entry_id)
             if result is None:
-                return False
+                return Cold(kind, method, path, entry_id, engine, principal.key_id is not None)
             self.lane.answered += 1
+        self._respond(
+            method, path, entry_id, result, engine, principal.key_id is not None,
+            headers, arrived, default_headers, write,
+        )  # fmt: skip
+        return True
+
+    async def answer_cold(
+        self,
+        cold: Cold,
+        headers: list[tuple[bytes, bytes]],
+        arrived: float,
+        default_headers: list[tuple[bytes, bytes]],
+        write: Write,
+    ) -> bool:
+        """Finish a request `answer` found plain but not in memory: a fresh hit from the
+        tiers below memory (`Gateway.cold_peek`: the read in the tier's own thread pool,
+        integrity checked, promoted into memory) is answered as the fast lane middleware
+        answers it; False (nothing written) for a miss or a tenant's audio."""
+        assert self._services is not None  # `answer` found them
+        gateway = self._services.gateway
+        result = await gateway.cold_peek(cold.entry_id)
+        if result is None:
+            return False
+        if cold.kind == AUDIO_GET:
+            if result.meta.tenant is not None:
+                return False  # the route checks who may have it
+            engine = result.meta.engine
+        else:
+            assert cold.engine is not None
+            engine = cold.engine
+            self.lane.answered += 1
+        gateway.note_hit(cold.entry_id, result.meta)
+        self._respond(
+            cold.method, cold.path, cold.entry_id, result, engine, cold.keyed,
+            headers, arrived, default_headers, write,
+        )  # fmt: skip
+        return True
+
+    def _respond(
+        self,
+        method: str,
+        path: str,
+        entry_id: str,
+        result: SpeechResult,
+        engine: str,
+        keyed: bool,
+        headers: list[tuple[bytes, bytes]],
+        arrived: float,
+        default_headers: list[tuple[bytes, bytes]],
+        write: Write,
+    ) -> None:
+        """Write a hit's response and record it: metrics and the access log line."""
+        assert self._services is not None
+        gateway = self._services.gateway
         response = [*default_headers, *cache_headers(result, gateway.clock())]
-        if principal.key_id is not None and not self.public_audio:
+        if keyed and not self.public_audio:
             response = made_private(response)
         response.append((b"content-length", str(len(result.data)).encode()))
         access_log = self.access_log
@@ -234,4 +308,3 @@ class WireHits:
         gateway.observer.request_done(result, engine, elapsed)
         if access_log is not None:
             access_log.emit(request_id, method, path, 200, elapsed, result)
-        return True
