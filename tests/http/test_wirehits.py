@@ -111,14 +111,40 @@ class Pair:
     globex: str  # token of tenant globex (speak)
 
 
-@pytest.fixture
-def pair(settings: Settings) -> Iterator[Pair]:
-    # Popularity off: both apps must see the same TTL left, however many hits each counted.
-    secured, acme, globex = two_tenants(settings, popularity_hits=0)
+def served_twice(secured: Settings) -> list[LiveApp]:
+    """The app served with `GatewayProtocol` and with `HeaderDeadlineProtocol`, over one data
+    directory, both reading one frozen clock."""
     lives = []
     for protocol in (GatewayProtocol, HeaderDeadlineProtocol):
         app = create_app(secured, services=bootstrap.build(secured, clock=lambda: 1_000_000.0))
         lives.append(LiveApp(app, UvicornThread(app, lifespan="on", http=protocol).start()))
+    return lives
+
+
+def assert_answered_alike(
+    wire_live: LiveApp, asgi_live: LiveApp, cases: list[tuple[bytes, str, bool]]
+) -> None:
+    """Each raw request gets the same bytes from both (but for `date`), and the protocol lane
+    answers exactly the ones marked as its own."""
+    wire = wire_of(wire_live)
+    mismatches, wrongly_routed = [], []
+    for payload, method, ours in cases:
+        before = wire.answered
+        (a,) = exchange(wire_live, payload, method=method)
+        (b,) = exchange(asgi_live, payload, method=method)
+        if without_date(a) != without_date(b):
+            mismatches.append((payload[:80], a[:600], b[:600]))
+        if (wire.answered == before + 1) != ours:
+            wrongly_routed.append((payload[:80], ours))
+    assert wrongly_routed == []
+    assert mismatches == []
+
+
+@pytest.fixture
+def pair(settings: Settings) -> Iterator[Pair]:
+    # Popularity off: both apps must see the same TTL left, however many hits each counted.
+    secured, acme, globex = two_tenants(settings, popularity_hits=0)
+    lives = served_twice(secured)
     try:
         yield Pair(lives[0], lives[1], acme, globex)
     finally:
@@ -196,18 +222,8 @@ def test_the_protocol_lane_writes_what_the_asgi_path_writes(pair: Pair) -> None:
         for live in (pair.wire, pair.asgi)
     ]
     assert private_keys[0] == private_keys[1]
-    wire = wire_of(pair.wire)
-    mismatches, wrongly_routed = [], []
-    for payload, method, ours in cases(keys[0], private_keys[0], pair.acme, pair.globex):
-        before = wire.answered
-        (a,) = exchange(pair.wire, payload, method=method)
-        (b,) = exchange(pair.asgi, payload, method=method)
-        if without_date(a) != without_date(b):
-            mismatches.append((payload[:80], a[:600], b[:600]))
-        if (wire.answered == before + 1) != ours:
-            wrongly_routed.append((payload[:80], ours))
-    assert wrongly_routed == []
-    assert mismatches == []
+    raw = cases(keys[0], private_keys[0], pair.acme, pair.globex)
+    assert_answered_alike(pair.wire, pair.asgi, raw)
 
 
 def test_keyed_callers_get_private_audio_and_public_audio_can_allow_sharing(pair: Pair) -> None:
@@ -384,10 +400,7 @@ def test_cold_hits_are_answered_in_the_lane_with_the_bytes_of_the_asgi_path(
     """Disk hits (no memory tier): the lane answers GET and remembered speech POSTs after
     the tier's own read, and declines misses and tenants' audio, all as the ASGI path does."""
     secured, acme, globex = two_tenants(settings, popularity_hits=0, tiers=["disk"])
-    lives = []
-    for protocol in (GatewayProtocol, HeaderDeadlineProtocol):
-        app = create_app(secured, services=bootstrap.build(secured, clock=lambda: 1_000_000.0))
-        lives.append(LiveApp(app, UvicornThread(app, lifespan="on", http=protocol).start()))
+    lives = served_twice(secured)
     try:
         wire_live, asgi_live = lives
         json_auth = {**bearer(acme), "Content-Type": "application/json"}
@@ -407,18 +420,7 @@ def test_cold_hits_are_answered_in_the_lane_with_the_bytes_of_the_asgi_path(
             (request("GET", f"/v1/audio/{private}.wav", bearer(acme)), "GET", False),
             (request("GET", f"/v1/audio/{private}.wav", bearer(globex)), "GET", False),
         ]
-        wire = wire_of(wire_live)
-        mismatches, wrongly_routed = [], []
-        for payload, method, ours in cold_cases:
-            before = wire.answered
-            (a,) = exchange(wire_live, payload, method=method)
-            (b,) = exchange(asgi_live, payload, method=method)
-            if without_date(a) != without_date(b):
-                mismatches.append((payload[:80], a[:600], b[:600]))
-            if (wire.answered == before + 1) != ours:
-                wrongly_routed.append((payload[:80], ours))
-        assert wrongly_routed == []
-        assert mismatches == []
+        assert_answered_alike(wire_live, asgi_live, cold_cases)
     finally:
         for live in lives:
             live.close()
