@@ -281,7 +281,7 @@ def test_answers_to_whole_requests_keep_the_connection_alive_until_it_is_idle(
     a connection that keeps asking stays open past the timeout, and one that goes quiet is
     closed."""
     app = create_app(settings)
-    server = UvicornThread(app, lifespan="on", http=GatewayProtocol, timeout_keep_alive=0.5)
+    server = UvicornThread(app, lifespan="on", http=GatewayProtocol, timeout_keep_alive=1.0)
     live = LiveApp(app, server.start())
     try:
         key = live.client.post("/tts", json=LINE).headers["x-cache-key"]
@@ -293,13 +293,13 @@ def test_answers_to_whole_requests_keep_the_connection_alive_until_it_is_idle(
         parsed_hit = request("GET", f"/v1/audio/{key}.wav", {"X-Note": "padded  "})
         with socket.create_connection(host_port(live), timeout=10) as conn:
             stream = conn.makefile("rb")
-            for n in range(5):  # 1.2 s in all, never 0.5 s idle
+            for n in range(6):  # 1.5 s in all, never near 1 s idle
                 conn.sendall(parsed_hit if n == 0 else hit)
                 assert read_response(stream).startswith(b"HTTP/1.1 200")
                 time.sleep(0.3)
-            time.sleep(1.0)  # idle for longer than the timeout
+            time.sleep(2.5)  # idle for longer than the timeout
             assert stream.read(1) == b""  # closed by the server
-        assert wire.answered == before + 5
+        assert wire.answered == before + 6
     finally:
         live.close()
 
@@ -431,8 +431,6 @@ def test_requests_sent_during_a_cold_lookup_are_answered_after_it_in_order(
 ) -> None:
     live = serve(settings.model_copy(update={"tiers": ["disk"]}))
     key = live.client.post("/tts", json=LINE).headers["x-cache-key"]
-    wire = wire_of(live)
-    before = wire.answered
     hit = request("GET", f"/v1/audio/{key}.wav")
     miss = request("GET", f"/v1/audio/{'2' * 64}.wav")  # the ASGI path: 404
     with socket.create_connection(host_port(live), timeout=10) as conn:
@@ -444,8 +442,9 @@ def test_requests_sent_during_a_cold_lookup_are_answered_after_it_in_order(
             conn.sendall(miss)  # most often while the hit is still being looked up
             conn.sendall(hit)
             statuses += [read_response(stream).split(b" ", 2)[1] for _ in range(3)]
+    # However the reads fall (one request each, or several, parsed), the order holds; the
+    # lane's part is pinned down by test_nothing_behind_a_cold_lookup_is_answered_before_it.
     assert statuses == [b"200", b"404", b"200"] * 20
-    assert wire.answered > before  # the lane answered some of the hits
 
 
 def test_nothing_behind_a_cold_lookup_is_answered_before_it(
@@ -458,12 +457,15 @@ def test_nothing_behind_a_cold_lookup_is_answered_before_it(
     (disk,) = services_of({"app": live.app}).gateway.cache.tiers
     assert isinstance(disk, DiskTier) and disk._executor is not None
     release = threading.Event()
-    for _ in range(disk._io_threads):
-        disk._executor.submit(release.wait, 10)
+    executor = disk._executor
     try:
+        for _ in range(disk._io_threads):
+            executor.submit(release.wait, 10)
+        wait_for(lambda: executor._work_queue.qsize() == 0)  # every read thread is waiting
         with socket.create_connection(host_port(live), timeout=10) as conn:
             conn.sendall(request("GET", f"/v1/audio/{key}.wav"))
-            time.sleep(0.2)  # the hit's own read: its cold lookup has begun
+            # Its own read: the next request goes only once the hit's lookup waits for a thread.
+            wait_for(lambda: executor._work_queue.qsize() > 0)
             conn.sendall(request("GET", "/v1/no-such-route"))  # no tier involved: 404
             conn.settimeout(0.5)
             with pytest.raises(TimeoutError):

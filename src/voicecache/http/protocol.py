@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 
 class GatewayProtocol(HeaderDeadlineProtocol):
-    """uvicorn's httptools protocol with slow-client limits and memory hits answered here."""
+    """uvicorn's httptools protocol with slow-client limits and cache hits answered here."""
 
     _wire: WireHits | None = None
     _socket: int | None = None  # the connection's descriptor, for `sendfile` (plain TCP only)
@@ -187,11 +187,11 @@ class GatewayProtocol(HeaderDeadlineProtocol):
         backlog, self._backlog = self._backlog, []
         if self.transport.is_closing():
             return
+        self.flow.resume_reading()  # first: the parser may pause reading again (pipelining)
         if answered:
             self._whole_answered()
         else:
             self._parse(data)
-        self.flow.resume_reading()
         for chunk in backlog:
             self.data_received(chunk)
 
