@@ -37,7 +37,7 @@ import time
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from voicecache.http.middleware.slowclients import HeaderDeadlineProtocol
-from voicecache.http.middleware.wirehits import NOT_OURS, WIRE_HITS_STATE, Cold, WireHits
+from voicecache.http.middleware.wirehits import NOT_OURS, WIRE_HITS_STATE, Admitted, WireHits
 from voicecache.http.wirerequest import WholeRequest
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,13 @@ class GatewayProtocol(HeaderDeadlineProtocol):
             self._backlog.append(data)
             return
         wire = self._wire
-        if wire is not None and self._between_requests and not self._refused and self._idle():
+        if (
+            wire is not None
+            and self._between_requests
+            and not self._refused
+            and not self.root_path
+            and self._idle()
+        ):
             whole = wire.read(data, self._head_limit)
             if whole is not None and self._answer_whole(wire, *whole, data):
                 return
@@ -133,7 +139,7 @@ class GatewayProtocol(HeaderDeadlineProtocol):
             self.server_state.default_headers,
             self._send,
         )
-        if answer is True:  # (a memory miss, `Cold`, goes to ASGI from here: it may be pipelined)
+        if answer is True:  # (a memory miss goes to ASGI from here: it may be pipelined)
             self._held = None
             self._expect_head()
             self.on_response_complete()
@@ -146,8 +152,6 @@ class GatewayProtocol(HeaderDeadlineProtocol):
         parser, as `on_message_complete` would have, or start answering it from the tiers
         below memory (`_answer_cold`); False if the parser must see it now."""
         arrived = time.perf_counter()
-        if self.root_path:
-            return False
         answer = wire.answer(
             kind,
             request.url,
@@ -172,15 +176,17 @@ class GatewayProtocol(HeaderDeadlineProtocol):
         return True
 
     async def _answer_cold(
-        self, wire: WireHits, cold: Cold, request: WholeRequest, data: bytes, arrived: float
+        self, wire: WireHits, admitted: Admitted, request: WholeRequest, data: bytes, arrived: float
     ) -> None:
         """A cold hit (disk, Redis, S3) answered in the lane; a miss or a tenant's audio is
         parsed by httptools and goes through ASGI as if it had just arrived."""
         defaults = self.server_state.default_headers
         try:
-            answered = await wire.answer_cold(cold, request.headers, arrived, defaults, self._send)
+            answered = await wire.answer_cold(
+                admitted, request.headers, arrived, defaults, self._send
+            )
         except Exception:  # the slow path meets the same failure and answers it properly
-            log.warning("protocol lane: cold lookup of %s failed", cold.entry_id, exc_info=True)
+            log.warning("protocol lane: cold lookup of %s failed", admitted.entry_id, exc_info=True)
             answered = False
         finally:
             self._cold = False

@@ -11,11 +11,11 @@ the spot when it is a plain memory hit:
   bytes (declared by `Content-Length`) that the fast lane has already resolved to a key
   (`FastLane.remembered`), whose audio is fresh in memory.
 
-When such a request's audio is not in memory, `answer` hands back a `Cold` lookup, and a
-request the protocol read whole is finished by `answer_cold`: the same cold lookup the
-middleware makes (`Gateway.cold_peek`: disk, Redis or S3, the read in the tier's own threads,
-integrity checked, the hit promoted into memory), then the same answer. The protocol reads
-nothing more from the connection meanwhile.
+When such a request's audio is not in memory, `answer` hands back the request it admitted
+(`Admitted`), and a request the protocol read whole is finished by `answer_cold`: the same
+cold lookup the middleware makes (`Gateway.cold_peek`: disk, Redis or S3, the read in the
+tier's own threads, integrity checked, the hit promoted into memory), then the same answer.
+The protocol reads nothing more from the connection meanwhile.
 
 It runs the same code the middleware would, in the same order: authentication and scope
 (`Authenticator.check_scope`), `Cache-Control: private` for callers with a key (unless
@@ -96,14 +96,15 @@ _OUR_STARTS = (b"GET /v1/audio/", *(b"POST " + url + b" " for url in _SPEECH_URL
 Write = Callable[[bytes, bytes, "int | None"], None]
 
 
-class Cold(NamedTuple):
-    """A plain request `WireHits.answer` admitted whose audio is not in memory."""
+class Admitted(NamedTuple):
+    """A plain request `WireHits.answer` let in: what it asks for, and whether its caller
+    has a key."""
 
     kind: int
     method: str
     path: str
     entry_id: str
-    engine: str | None  # a speech POST's engine, resolved from its body
+    engine: str | None  # a speech POST's engine, resolved from its body (GET: the entry's)
     keyed: bool  # the caller authenticated with a key (its audio is private)
 
 
@@ -189,10 +190,10 @@ class WireHits:
         arrived: float,
         default_headers: list[tuple[bytes, bytes]],
         write: Write,
-    ) -> bool | Cold:
+    ) -> bool | Admitted:
         """Write the whole response for a request `kind` said may be ours, and record it, if
         it is a plain memory hit (True). False (nothing written) when the slow path must
-        answer; a `Cold` lookup when the request is plain but its audio is not in memory, for
+        answer; the `Admitted` request when it is plain but its audio is not in memory, for
         `answer_cold` to finish (or to decline too)."""
         services = self._services
         if services is None:
@@ -214,36 +215,33 @@ class WireHits:
         except VoicecacheError:
             return False  # the slow path writes the 401 or 403
         gateway = services.gateway
+        keyed = principal.key_id is not None
         result: SpeechResult | None
         if kind == AUDIO_GET:
-            entry_id = path[10:]  # after "/v1/audio/"
-            result = gateway.memory_peek(entry_id)
+            admitted = Admitted(kind, method, path, path[10:], None, keyed)  # after /v1/audio/
+            result = gateway.memory_peek(admitted.entry_id)
             if result is None:
-                return Cold(kind, method, path, entry_id, None, principal.key_id is not None)
+                return admitted
             if result.meta.tenant is not None:
                 return False
-            gateway.note_hit(entry_id, result.meta)
-            engine = result.meta.engine
+            gateway.note_hit(admitted.entry_id, result.meta)
         else:
             if len(body) > services.settings.max_body_bytes:
                 return False
             resolved = self.lane.remembered(path, body)
             if resolved is None:
                 return False
-            entry_id, engine = resolved
-            result = gateway.memory_hit(entry_id)
+            admitted = Admitted(kind, method, path, *resolved, keyed)
+            result = gateway.memory_hit(admitted.entry_id)
             if result is None:
-                return Cold(kind, method, path, entry_id, engine, principal.key_id is not None)
+                return admitted
             self.lane.answered += 1
-        self._respond(
-            method, path, entry_id, result, engine, principal.key_id is not None,
-            headers, arrived, default_headers, write,
-        )  # fmt: skip
+        self._respond(admitted, result, headers, arrived, default_headers, write)
         return True
 
     async def answer_cold(
         self,
-        cold: Cold,
+        admitted: Admitted,
         headers: list[tuple[bytes, bytes]],
         arrived: float,
         default_headers: list[tuple[bytes, bytes]],
@@ -255,32 +253,22 @@ class WireHits:
         answers it; False (nothing written) for a miss or a tenant's audio."""
         assert self._services is not None  # `answer` found them
         gateway = self._services.gateway
-        result = await gateway.cold_peek(cold.entry_id)
+        result = await gateway.cold_peek(admitted.entry_id)
         if result is None:
             return False
-        if cold.kind == AUDIO_GET:
+        if admitted.kind == AUDIO_GET:
             if result.meta.tenant is not None:
                 return False  # the route checks who may have it
-            engine = result.meta.engine
         else:
-            assert cold.engine is not None
-            engine = cold.engine
             self.lane.answered += 1
-        gateway.note_hit(cold.entry_id, result.meta)
-        self._respond(
-            cold.method, cold.path, cold.entry_id, result, engine, cold.keyed,
-            headers, arrived, default_headers, write,
-        )  # fmt: skip
+        gateway.note_hit(admitted.entry_id, result.meta)
+        self._respond(admitted, result, headers, arrived, default_headers, write)
         return True
 
     def _respond(
         self,
-        method: str,
-        path: str,
-        entry_id: str,
+        request: Admitted,
         result: SpeechResult,
-        engine: str,
-        keyed: bool,
         headers: list[tuple[bytes, bytes]],
         arrived: float,
         default_headers: list[tuple[bytes, bytes]],
@@ -290,7 +278,7 @@ class WireHits:
         assert self._services is not None
         gateway = self._services.gateway
         response = [*default_headers, *cache_headers(result, gateway.clock())]
-        if keyed and not self.public_audio:
+        if request.keyed and not self.public_audio:
             response = made_private(response)
         response.append((b"content-length", str(len(result.data)).encode()))
         access_log = self.access_log
@@ -303,8 +291,9 @@ class WireHits:
             head += (name, b": ", value, b"\r\n")
         head.append(b"\r\n")
         self.answered += 1  # before the write: a test may read it once the answer arrives
-        write(b"".join(head), result.data, self.bodies.fd_for(entry_id, result))
+        write(b"".join(head), result.data, self.bodies.fd_for(request.entry_id, result))
         elapsed = time.perf_counter() - arrived
+        engine = request.engine if request.engine is not None else result.meta.engine
         gateway.observer.request_done(result, engine, elapsed)
         if access_log is not None:
-            access_log.emit(request_id, method, path, 200, elapsed, result)
+            access_log.emit(request_id, request.method, request.path, 200, elapsed, result)
